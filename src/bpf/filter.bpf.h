@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * In-kernel filters and event plumbing shared by every tcpkit program. Scalar filters are rodata set
+ * before load, so a disabled filter is pruned by the verifier and costs nothing; sets are maps or a bitmap.
+ * Every filter runs before ring-buffer space is reserved.
+ */
+#ifndef __FILTER_BPF_H
+#define __FILTER_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "tcpkit.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define SOCK_STREAM 1
+
+const volatile __u32 targ_tgid = 0;        /* 0: any process */
+const volatile __u32 targ_netns = 0;       /* 0: any network namespace */
+const volatile __u16 targ_family = 0;      /* 0: both families */
+const volatile bool filter_ports = false;
+const volatile bool filter_cgroup = false; /* task's cgroup id must be a key of cgroup_map */
+const volatile bool filter_mntns = false;  /* task's mount namespace must be a key of mntns_map */
+/* One bit per port: a port list or range costs one load, whatever its length. */
+const volatile __u64 targ_ports[PORT_BITMAP_WORDS] = {};
+
+/* Events that found the ring buffer full; read by user space from .bss. */
+__u64 lost_events = 0;
+
+/* Keeps struct event in BTF so that the skeleton generates its Rust type. */
+const struct event *unused_event __attribute__((unused));
+
+/* Sized from user space (--ring-size); 256 KiB holds ~2900 events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+/* Replaced by the user's pinned map (--cgroupmap): cgroup v2 id -> anything, as in bcc. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, __u64);
+} cgroup_map SEC(".maps");
+
+/* Replaced by the user's pinned map (--mntnsmap): mount namespace inode -> anything, as in bcc. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, __u32);
+} mntns_map SEC(".maps");
+
+/* Filters that depend only on the current task; call them first, they are the cheapest. */
+static __always_inline bool task_wanted(__u64 pid_tgid)
+{
+	if (targ_tgid && (__u32)(pid_tgid >> 32) != targ_tgid)
+		return false;
+	if (filter_cgroup) {
+		__u64 cgid = bpf_get_current_cgroup_id();
+
+		if (!bpf_map_lookup_elem(&cgroup_map, &cgid))
+			return false;
+	}
+	if (filter_mntns) {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		__u64 mntns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+
+		if (!bpf_map_lookup_elem(&mntns_map, &mntns))
+			return false;
+	}
+	return true;
+}
+
+static __always_inline bool port_wanted(__u16 port)
+{
+	if (!filter_ports)
+		return true;
+	return targ_ports[port / 64] & (1ULL << (port % 64));
+}
+
+/* The parts of a TCP socket that filters look at, read once. */
+struct sock_key {
+	__u32 netns;
+	__u16 family;
+	__u16 lport;
+	__u16 rport;
+};
+
+/* Reads the socket's identity; false if it is not an IPv4/IPv6 TCP stream socket. */
+static __always_inline bool read_sock_key(const struct sock *sk, struct sock_key *key)
+{
+	if (!sk)
+		return false;
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
+		return false;
+	key->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (key->family != AF_INET && key->family != AF_INET6)
+		return false;
+	key->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	key->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	key->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	return true;
+}
+
+static __always_inline bool sock_wanted(const struct sock_key *key)
+{
+	if (targ_family && key->family != targ_family)
+		return false;
+	if (targ_netns && key->netns != targ_netns)
+		return false;
+	return true;
+}
+
+/* Reserves, fills and submits one event for sk; the caller has applied every filter already. */
+static __always_inline void submit_sock_event(const struct sock *sk, const struct sock_key *key, __u64 pid_tgid,
+					      __u8 type, __u8 hook)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		__sync_fetch_and_add(&lost_events, 1);
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->netns = key->netns;
+	e->sport = key->lport;
+	e->dport = key->rport;
+	e->family = key->family;
+	e->type = type;
+	e->hook = hook;
+	if (key->family == AF_INET) {
+		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+	} else {
+		/* Sized by the destination: BPF_CORE_READ_INTO on an array would copy one byte. */
+		bpf_core_read(e->saddr, sizeof(e->saddr), &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(e->daddr, sizeof(e->daddr), &sk->__sk_common.skc_v6_daddr);
+	}
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+}
+
+#endif /* __FILTER_BPF_H */

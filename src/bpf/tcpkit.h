@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The one event record, shared by the BPF programs and (through the generated skeleton types) by Rust. */
+#ifndef __TCPKIT_H
+#define __TCPKIT_H
+
+#define TASK_COMM_LEN 16
+#define PORT_BITMAP_WORDS (65536 / 64)
+
+enum event_type {
+	EVENT_CONNECT = 1,
+	EVENT_ACCEPT = 2,
+	EVENT_CLOSE = 3,
+};
+
+/* Which kind of hook produced an event: fentry/fexit, kprobe/kretprobe, or tracepoints only. */
+enum hook_kind {
+	HOOK_FENTRY = 1,
+	HOOK_KPROBE = 2,
+	HOOK_TRACEPOINT = 3,
+};
+
+struct event {
+	__u64 ts_ns;          /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 cgroup_id;      /* cgroup v2 id of the reporting task */
+	__u32 pid;            /* thread group id: what users call the PID */
+	__u32 tid;
+	__u32 uid;
+	__u32 netns;          /* inode number of the socket's network namespace */
+	__u8 saddr[16];       /* local address; IPv4 uses the first 4 bytes */
+	__u8 daddr[16];       /* remote address */
+	__u16 sport;          /* local port, host order */
+	__u16 dport;          /* remote port, host order */
+	__u16 family;         /* AF_INET or AF_INET6 */
+	__u8 type;            /* enum event_type */
+	__u8 hook;            /* enum hook_kind */
+	__u8 comm[TASK_COMM_LEN];
+};
+
+#endif /* __TCPKIT_H */

@@ -1,0 +1,109 @@
+//! The command line: shared filter, output and run-time flags, and one struct per subcommand.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::ports::PortSet;
+
+#[derive(Parser, Debug)]
+#[command(name = "tcpkit", version = crate::VERSION, about = "Trace TCP connections with eBPF", max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Trace successful TCP accepts (like bcc's tcpaccept)
+    #[command(after_help = ACCEPT_EXAMPLES)]
+    Accept(AcceptArgs),
+}
+
+const ACCEPT_EXAMPLES: &str = "Examples:
+  tcpkit accept                 # trace all TCP accepts
+  tcpkit accept -t              # include timestamps
+  tcpkit accept -P 80,81 -4     # only IPv4 accepts on local ports 80 and 81
+  tcpkit accept -p 181          # only accepts by PID 181
+  tcpkit accept --cgroupmap /sys/fs/bpf/cgroups   # only cgroups in this pinned BPF map";
+
+#[derive(Args, Debug)]
+pub struct AcceptArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Filters: every one runs in the kernel, before an event is reserved.
+#[derive(Args, Debug, Default)]
+pub struct FilterArgs {
+    /// Trace this process (thread group) only
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid)]
+    pub pid: Option<u32>,
+    /// Trace these local ports only: a comma list of ports and ranges, e.g. 80,443,8000-8080
+    #[arg(short = 'P', long = "port", value_name = "PORTS", value_parser = parse_ports)]
+    pub ports: Option<PortSet>,
+    /// Trace IPv4 sockets only
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Trace IPv6 sockets only (IPv4-mapped peers on dual-stack sockets included)
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+    /// Trace this network namespace only (inode number, as in `stat -L -c %i /proc/PID/ns/net`)
+    #[arg(short = 'N', long = "netns", value_name = "NETNS", value_parser = parse_netns)]
+    pub netns: Option<u32>,
+    /// Trace tasks whose cgroup v2 id is a key of this pinned BPF hash map only
+    #[arg(long = "cgroupmap", value_name = "PATH")]
+    pub cgroupmap: Option<PathBuf>,
+    /// Trace tasks whose mount namespace inode is a key of this pinned BPF hash map only
+    #[arg(long = "mntnsmap", value_name = "PATH")]
+    pub mntnsmap: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct OutputArgs {
+    /// Include a wall-clock time column (HH:MM:SS)
+    #[arg(short = 'T', long = "time")]
+    pub time: bool,
+    /// Include a timestamp column: seconds since the first event
+    #[arg(short = 't', long = "timestamp")]
+    pub timestamp: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Kernel hook to use; auto picks the best one the kernel can attach
+    #[arg(long = "backend", value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Print the chosen backend and libbpf's diagnostics on stderr
+    #[arg(long = "debug")]
+    pub debug: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendArg {
+    Auto,
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(pid) if pid > 0 && pid <= i32::MAX as u32 => Ok(pid),
+        _ => Err("a PID is a positive whole number".into()),
+    }
+}
+
+fn parse_netns(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(ino) if ino > 0 => Ok(ino),
+        _ => Err("a network namespace is its inode number, e.g. 4026531969".into()),
+    }
+}
+
+fn parse_ports(s: &str) -> Result<PortSet, String> {
+    s.parse()
+}

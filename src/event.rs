@@ -1,0 +1,78 @@
+//! The event record as the BPF programs write it, and its decoding.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The one definition of the event, generated from src/bpf/tcpkit.h.
+pub use crate::skel::accept::types::event as Event;
+
+// SAFETY: the generated struct is #[repr(C)] plain data: integers and byte arrays, any bit pattern valid.
+unsafe impl plain::Plain for Event {}
+
+pub const AF_INET: u16 = 2;
+
+/// Copies a ring-buffer sample into an event: samples are only 8-byte aligned, so no in-place cast.
+pub fn decode(bytes: &[u8]) -> Option<Event> {
+    let mut event = Event::default();
+    plain::copy_from_bytes(&mut event, bytes).ok()?;
+    Some(event)
+}
+
+impl Event {
+    pub fn local_addr(&self) -> IpAddr {
+        addr(self.family, &self.saddr)
+    }
+
+    pub fn remote_addr(&self) -> IpAddr {
+        addr(self.family, &self.daddr)
+    }
+
+    /// 4 or 6, as bcc prints it: the socket's family, so an IPv4-mapped peer on a dual-stack socket is 6.
+    pub fn ip_version(&self) -> u8 {
+        if self.family == AF_INET {
+            4
+        } else {
+            6
+        }
+    }
+
+    /// The task's command name; invalid UTF-8 (a comm is any bytes) shows as U+FFFD.
+    pub fn comm(&self) -> std::borrow::Cow<'_, str> {
+        let len = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
+        String::from_utf8_lossy(&self.comm[..len])
+    }
+}
+
+fn addr(family: u16, bytes: &[u8; 16]) -> IpAddr {
+    if family == AF_INET {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_an_unaligned_sample() {
+        let mut event = Event { pid: 42, family: AF_INET, sport: 80, ..Default::default() };
+        event.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        event.comm[..4].copy_from_slice(b"sshd");
+        let bytes = unsafe { plain::as_bytes(&event) };
+        let mut shifted = vec![0u8; bytes.len() + 1];
+        shifted[1..].copy_from_slice(bytes);
+        let decoded = decode(&shifted[1..]).unwrap();
+        assert_eq!(decoded.pid, 42);
+        assert_eq!(decoded.local_addr(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(decoded.comm(), "sshd");
+        assert!(decode(&bytes[..bytes.len() - 1]).is_none());
+    }
+
+    #[test]
+    fn keeps_ipv4_mapped_addresses_as_ipv6() {
+        let mut event = Event { family: 10, ..Default::default() };
+        event.daddr = Ipv4Addr::LOCALHOST.to_ipv6_mapped().octets();
+        assert_eq!(event.remote_addr().to_string(), "::ffff:127.0.0.1");
+        assert_eq!(event.ip_version(), 6);
+    }
+}

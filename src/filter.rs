@@ -1,0 +1,131 @@
+//! Turns filter flags into what the BPF programs read: rodata scalars and bitmaps set before load, and the
+//! user's pinned maps swapped in for the placeholder maps.
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use libbpf_rs::{MapCore, MapHandle, MapType, OpenMapMut};
+
+use crate::cli::FilterArgs;
+use crate::error::{Error, Result};
+use crate::ports::PortSet;
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// Validated filters, ready to be written into any tcpkit skeleton.
+#[derive(Debug, Default)]
+pub struct Filters {
+    pub pid: Option<u32>,
+    pub netns: Option<u32>,
+    pub family: Option<u16>,
+    pub ports: Option<PortSet>,
+    pub cgroupmap: Option<PathBuf>,
+    pub mntnsmap: Option<PathBuf>,
+}
+
+impl Filters {
+    pub fn from_args(args: &FilterArgs) -> Result<Self> {
+        if let Some(pid) = args.pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(Error::usage(format!("no process has PID {pid}")));
+            }
+        }
+        let family = match (args.ipv4, args.ipv6) {
+            (true, false) => Some(AF_INET),
+            (false, true) => Some(AF_INET6),
+            _ => None,
+        };
+        Ok(Filters {
+            pid: args.pid,
+            netns: args.netns,
+            family,
+            ports: args.ports.clone(),
+            cgroupmap: args.cgroupmap.clone(),
+            mntnsmap: args.mntnsmap.clone(),
+        })
+    }
+
+    pub fn write_rodata(&self, ro: &mut impl FilterRodata) {
+        let f = ro.filters_mut();
+        *f.tgid = self.pid.unwrap_or(0);
+        *f.netns = self.netns.unwrap_or(0);
+        *f.family = self.family.unwrap_or(0);
+        *f.filter_cgroup = self.cgroupmap.is_some();
+        *f.filter_mntns = self.mntnsmap.is_some();
+        *f.filter_ports = self.ports.is_some();
+        if let Some(ports) = &self.ports {
+            f.ports.copy_from_slice(ports.bitmap());
+        }
+    }
+
+    /// Makes the programs look up the user's pinned maps instead of the empty placeholders.
+    pub fn reuse_pinned_maps(&self, cgroup_map: &mut OpenMapMut, mntns_map: &mut OpenMapMut) -> Result<()> {
+        if let Some(path) = &self.cgroupmap {
+            reuse_pinned(cgroup_map, path, "--cgroupmap", "cgroup id")?;
+        }
+        if let Some(path) = &self.mntnsmap {
+            reuse_pinned(mntns_map, path, "--mntnsmap", "mount namespace inode")?;
+        }
+        Ok(())
+    }
+}
+
+fn reuse_pinned(map: &mut OpenMapMut, path: &Path, flag: &str, key: &str) -> Result<()> {
+    let shown = path.display();
+    let handle = MapHandle::from_pinned_path(path).map_err(|e| {
+        let why = match e.kind() {
+            libbpf_rs::ErrorKind::NotFound => "no such pinned map".to_string(),
+            _ => format!("not a pinned BPF map ({e})"),
+        };
+        Error::runtime(format!("{flag} {shown}: {why}; pin a hash map keyed by the {key} (u64) there"))
+    })?;
+    if !matches!(handle.map_type(), MapType::Hash | MapType::LruHash) {
+        return Err(Error::runtime(format!(
+            "{flag} {shown}: the map is a {:?}, not a hash map keyed by the {key}",
+            handle.map_type()
+        )));
+    }
+    if handle.key_size() != 8 {
+        return Err(Error::runtime(format!(
+            "{flag} {shown}: keys are {} bytes; the {key} key must be 8 bytes (u64)",
+            handle.key_size()
+        )));
+    }
+    // libbpf copies type, sizes and flags from the reused map, so any hash map with 8-byte keys fits.
+    map.reuse_fd(handle.as_fd()).map_err(|e| Error::runtime(format!("{flag} {shown}: cannot use the map: {e}")))
+}
+
+/// The filter fields of a skeleton's rodata, borrowed together.
+pub struct RodataFilters<'a> {
+    pub tgid: &'a mut u32,
+    pub netns: &'a mut u32,
+    pub family: &'a mut u16,
+    pub filter_ports: &'a mut bool,
+    pub filter_cgroup: &'a mut bool,
+    pub filter_mntns: &'a mut bool,
+    pub ports: &'a mut [u64; crate::ports::BITMAP_WORDS],
+}
+
+/// Every skeleton includes filter.bpf.h, so every generated rodata type has these fields.
+pub trait FilterRodata {
+    fn filters_mut(&mut self) -> RodataFilters<'_>;
+}
+
+#[macro_export]
+macro_rules! impl_filter_rodata {
+    ($rodata:ty) => {
+        impl $crate::filter::FilterRodata for $rodata {
+            fn filters_mut(&mut self) -> $crate::filter::RodataFilters<'_> {
+                $crate::filter::RodataFilters {
+                    tgid: &mut self.targ_tgid,
+                    netns: &mut self.targ_netns,
+                    family: &mut self.targ_family,
+                    filter_ports: &mut self.filter_ports,
+                    filter_cgroup: &mut self.filter_cgroup,
+                    filter_mntns: &mut self.filter_mntns,
+                    ports: &mut self.targ_ports,
+                }
+            }
+        }
+    };
+}

@@ -1,0 +1,148 @@
+//! Text output in bcc's exact columns (design.md §5), and the time columns shared by every layout.
+use std::io::{self, Write};
+
+use chrono::{Local, TimeZone};
+use nix::time::{clock_gettime, ClockId};
+
+use crate::cli::OutputArgs;
+use crate::event::Event;
+
+/// A layout: the lines printed once before events, then one row per event.
+pub trait Format {
+    fn header(&mut self, w: &mut impl Write) -> io::Result<()>;
+    fn event(&mut self, e: &Event, w: &mut impl Write) -> io::Result<()>;
+}
+
+/// Turns the kernel's CLOCK_MONOTONIC event stamps into bcc's time columns.
+pub struct Clock {
+    first_ns: Option<u64>,
+    realtime_minus_monotonic_ns: i128,
+    cached_sec: i64,
+    cached_hms: [u8; 8],
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let ns = |id| clock_gettime(id).map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128).unwrap_or(0);
+        let realtime_minus_monotonic_ns = ns(ClockId::CLOCK_REALTIME) - ns(ClockId::CLOCK_MONOTONIC);
+        Clock { first_ns: None, realtime_minus_monotonic_ns, cached_sec: i64::MIN, cached_hms: *b"00:00:00" }
+    }
+
+    /// Nanoseconds since the first event seen, as bcc's -t counts.
+    pub fn since_first_ns(&mut self, ts_ns: u64) -> u64 {
+        ts_ns - *self.first_ns.get_or_insert(ts_ns)
+    }
+
+    /// Wall-clock time of the event in nanoseconds since the epoch.
+    pub fn wall_ns(&self, ts_ns: u64) -> i128 {
+        ts_ns as i128 + self.realtime_minus_monotonic_ns
+    }
+
+    /// Local HH:MM:SS of the event; formatted once per second, not once per event.
+    pub fn hms(&mut self, ts_ns: u64) -> &str {
+        let sec = self.wall_ns(ts_ns).div_euclid(1_000_000_000) as i64;
+        if sec != self.cached_sec {
+            self.cached_sec = sec;
+            if let Some(t) = Local.timestamp_opt(sec, 0).single() {
+                let text = t.format("%H:%M:%S").to_string();
+                self.cached_hms.copy_from_slice(&text.as_bytes()[..8]);
+            }
+        }
+        std::str::from_utf8(&self.cached_hms).unwrap_or("??:??:??")
+    }
+}
+
+/// bcc tcpaccept: `[TIME ][TIME(s) ]PID COMM IP RADDR RPORT LADDR LPORT`.
+pub struct AcceptText {
+    time: bool,
+    timestamp: bool,
+    clock: Clock,
+}
+
+impl AcceptText {
+    pub fn new(args: &OutputArgs) -> Self {
+        AcceptText { time: args.time, timestamp: args.timestamp, clock: Clock::new() }
+    }
+}
+
+impl Format for AcceptText {
+    fn header(&mut self, w: &mut impl Write) -> io::Result<()> {
+        if self.time {
+            write!(w, "{:<9}", "TIME")?;
+        }
+        if self.timestamp {
+            write!(w, "{:<9}", "TIME(s)")?;
+        }
+        writeln!(
+            w,
+            "{:<7} {:<12} {:<2} {:<16} {:<5} {:<16} {:<5}",
+            "PID", "COMM", "IP", "RADDR", "RPORT", "LADDR", "LPORT"
+        )
+    }
+
+    fn event(&mut self, e: &Event, w: &mut impl Write) -> io::Result<()> {
+        if self.time {
+            write!(w, "{:<9}", self.clock.hms(e.ts_ns))?;
+        }
+        if self.timestamp {
+            write!(w, "{:<9.3}", self.clock.since_first_ns(e.ts_ns) as f64 / 1e9)?;
+        }
+        writeln!(
+            w,
+            "{:<7} {:<12.12} {:<2} {:<16} {:<5} {:<16} {:<5}",
+            e.pid,
+            e.comm(),
+            e.ip_version(),
+            e.remote_addr(),
+            e.dport,
+            e.local_addr(),
+            e.sport
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::AF_INET;
+
+    fn sample() -> Event {
+        let mut e =
+            Event { pid: 1234, family: AF_INET, sport: 80, dport: 51000, ts_ns: 5_000_000_000, ..Default::default() };
+        e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        e.comm[..13].copy_from_slice(b"a-long-server");
+        e
+    }
+
+    fn render(f: &mut AcceptText, events: &[Event]) -> String {
+        let mut out = Vec::new();
+        f.header(&mut out).unwrap();
+        for e in events {
+            f.event(e, &mut out).unwrap();
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn matches_bcc_tcpaccept_columns() {
+        let text = render(&mut AcceptText::new(&OutputArgs::default()), &[sample()]);
+        assert_eq!(
+            text,
+            "PID     COMM         IP RADDR            RPORT LADDR            LPORT\n\
+             1234    a-long-serve 4  127.0.0.2        51000 127.0.0.1        80   \n"
+        );
+    }
+
+    #[test]
+    fn timestamp_counts_from_the_first_event() {
+        let mut later = sample();
+        later.ts_ns += 1_234_500_000;
+        let args = OutputArgs { timestamp: true, ..Default::default() };
+        let text = render(&mut AcceptText::new(&args), &[sample(), later]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("TIME(s)  PID     COMM"));
+        assert!(lines[1].starts_with("0.000    1234    "));
+        assert!(lines[2].starts_with("1.234    1234    ") || lines[2].starts_with("1.235    1234    "));
+    }
+}

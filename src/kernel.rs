@@ -1,0 +1,35 @@
+//! Small wrappers around libbpf that every subcommand uses.
+use libbpf_rs::btf::types::Struct;
+use libbpf_rs::btf::Btf;
+use libbpf_rs::{Link, PrintLevel, ProgramMut};
+
+use crate::error::{Context, Result};
+
+/// libbpf's own messages go to stderr and only with --debug: stdout carries data, and a backend that
+/// fails during the automatic choice is expected, not worth a page of verifier log.
+pub fn set_libbpf_log(debug: bool) {
+    if debug {
+        libbpf_rs::set_print(Some((PrintLevel::Debug, print_to_stderr)));
+    } else {
+        libbpf_rs::set_print(None);
+    }
+}
+
+fn print_to_stderr(_level: PrintLevel, msg: String) {
+    eprint!("libbpf: {msg}");
+}
+
+pub fn attach(prog: &ProgramMut<'_>, what: &str) -> Result<Link> {
+    prog.attach().context(|| format!("attaching {what}"))
+}
+
+/// Whether the running kernel's BTF has `struct NAME`: how tcpkit tells kernel function signatures apart.
+pub fn has_btf_struct(name: &str) -> bool {
+    Btf::from_vmlinux().is_ok_and(|btf| btf.type_by_name::<Struct<'_>>(name).is_some())
+}
+
+/// Reads a counter that BPF programs update in place, through the skeleton's mmap of .bss.
+pub fn read_counter(counter: &u64) -> u64 {
+    // SAFETY: the reference points into a live mmap; the kernel changes it behind Rust's back, hence volatile.
+    unsafe { std::ptr::read_volatile(counter) }
+}

@@ -1,0 +1,57 @@
+//! tcpkit: trace TCP connections with eBPF.
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::Parser;
+
+mod accept;
+mod backend;
+mod cli;
+mod error;
+mod event;
+mod filter;
+mod format;
+mod kernel;
+mod output;
+mod ports;
+mod preflight;
+mod ring;
+mod signals;
+mod skel;
+
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TCPKIT_GIT_COMMIT"), ")");
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
+    signals::install();
+    let result = match &cli.command {
+        cli::Command::Accept(args) => accept::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tcpkit: {err}");
+            err.exit_code()
+        }
+    }
+}
+
+/// Help and version go to stdout with success; any other complaint is one line on stderr and exit 2.
+fn usage_error(err: clap::Error) -> ExitCode {
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = err.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let text = err.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid command line");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("tcpkit: {first} (see 'tcpkit --help')");
+            ExitCode::from(2)
+        }
+    }
+}
