@@ -71,15 +71,18 @@ pub fn load_first<'obj, T>(
                 if debug {
                     eprintln!("tcpkit: the {backend} backend failed: {err}");
                 }
-                failures.push(format!("{backend}: {err}"));
+                failures.push((backend, err));
             }
         }
     }
     let hint = "run with --debug for libbpf's log";
-    Err(match choice {
-        BackendArg::Auto => {
-            Error::runtime(format!("no backend works on this kernel ({}); {hint}", failures.join("; ")))
+    Err(match failures.as_slice() {
+        [(backend, err)] if choice != BackendArg::Auto => {
+            Error::runtime(format!("the {backend} backend is not available on this kernel ({err}); {hint}"))
         }
-        _ => Error::runtime(format!("the {} backend is not available on this kernel; {hint}", failures.join("; "))),
+        _ => {
+            let each: Vec<String> = failures.iter().map(|(b, e)| format!("{b}: {e}")).collect();
+            Error::runtime(format!("no backend works on this kernel ({}); {hint}", each.join("; ")))
+        }
     })
 }

@@ -1,12 +1,12 @@
 //! Turns filter flags into what the BPF programs read: rodata scalars and bitmaps set before load, and the
 //! user's pinned maps swapped in for the placeholder maps.
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
-use libbpf_rs::{MapCore, MapHandle, MapType, OpenMapMut};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapMut, MapType, OpenMapMut};
 
 use crate::cli::FilterArgs;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::ports::PortSet;
 
 const AF_INET: u16 = 2;
@@ -58,19 +58,51 @@ impl Filters {
         }
     }
 
-    /// Makes the programs look up the user's pinned maps instead of the empty placeholders.
-    pub fn reuse_pinned_maps(&self, cgroup_map: &mut OpenMapMut, mntns_map: &mut OpenMapMut) -> Result<()> {
-        if let Some(path) = &self.cgroupmap {
-            reuse_pinned(cgroup_map, path, "--cgroupmap", "cgroup id")?;
+    /// Opens and checks the user's pinned maps, before anything is loaded.
+    pub fn open_pinned_maps(&self) -> Result<PinnedSets> {
+        Ok(PinnedSets {
+            cgroup: self.cgroupmap.as_deref().map(|p| open_pinned(p, "--cgroupmap", "cgroup id")).transpose()?,
+            mntns: self
+                .mntnsmap
+                .as_deref()
+                .map(|p| open_pinned(p, "--mntnsmap", "mount namespace inode"))
+                .transpose()?,
+        })
+    }
+}
+
+/// The user's pinned maps, open; each goes into slot 0 of its array-of-maps holder.
+pub struct PinnedSets {
+    cgroup: Option<MapHandle>,
+    mntns: Option<MapHandle>,
+}
+
+impl PinnedSets {
+    /// Before load: the holders' inner-map template becomes the user's map, so the kernel accepts it.
+    pub fn shape_holders<'o>(&self, cgroup_set: &mut OpenMapMut<'o>, mntns_set: &mut OpenMapMut<'o>) -> Result<()> {
+        for (map, holder) in [(&self.cgroup, cgroup_set), (&self.mntns, mntns_set)] {
+            if let Some(map) = map {
+                holder.set_inner_map_fd(map.as_fd()).context(|| "preparing a pinned map filter".into())?;
+            }
         }
-        if let Some(path) = &self.mntnsmap {
-            reuse_pinned(mntns_map, path, "--mntnsmap", "mount namespace inode")?;
+        Ok(())
+    }
+
+    /// After load: puts the user's maps into their holders.
+    pub fn fill_holders(&self, cgroup_set: &MapMut, mntns_set: &MapMut) -> Result<()> {
+        for (map, holder) in [(&self.cgroup, cgroup_set), (&self.mntns, mntns_set)] {
+            if let Some(map) = map {
+                let fd = map.as_fd().as_raw_fd() as u32;
+                holder
+                    .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+                    .context(|| "installing a pinned map filter".into())?;
+            }
         }
         Ok(())
     }
 }
 
-fn reuse_pinned(map: &mut OpenMapMut, path: &Path, flag: &str, key: &str) -> Result<()> {
+fn open_pinned(path: &Path, flag: &str, key: &str) -> Result<MapHandle> {
     let shown = path.display();
     let handle = MapHandle::from_pinned_path(path).map_err(|e| {
         let why = match e.kind() {
@@ -91,8 +123,7 @@ fn reuse_pinned(map: &mut OpenMapMut, path: &Path, flag: &str, key: &str) -> Res
             handle.key_size()
         )));
     }
-    // libbpf copies type, sizes and flags from the reused map, so any hash map with 8-byte keys fits.
-    map.reuse_fd(handle.as_fd()).map_err(|e| Error::runtime(format!("{flag} {shown}: cannot use the map: {e}")))
+    Ok(handle)
 }
 
 /// The filter fields of a skeleton's rodata, borrowed together.

@@ -23,8 +23,8 @@ const volatile __u32 targ_tgid = 0;        /* 0: any process */
 const volatile __u32 targ_netns = 0;       /* 0: any network namespace */
 const volatile __u16 targ_family = 0;      /* 0: both families */
 const volatile bool filter_ports = false;
-const volatile bool filter_cgroup = false; /* task's cgroup id must be a key of cgroup_map */
-const volatile bool filter_mntns = false;  /* task's mount namespace must be a key of mntns_map */
+const volatile bool filter_cgroup = false; /* task's cgroup id must be a key of the --cgroupmap map */
+const volatile bool filter_mntns = false;  /* task's mount ns must be a key of the --mntnsmap map */
 /* One bit per port: a port list or range costs one load, whatever its length. */
 const volatile __u64 targ_ports[PORT_BITMAP_WORDS] = {};
 
@@ -40,21 +40,39 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
-/* Replaced by the user's pinned map (--cgroupmap): cgroup v2 id -> anything, as in bcc. */
-struct {
+/*
+ * The user's pinned maps (--cgroupmap, --mntnsmap, as in bcc: cgroup v2 id or mount namespace inode ->
+ * anything) sit in slot 0 of a one-slot array of maps. Holding them this way, rather than replacing a map
+ * of ours, keeps their names and lets the user change their contents while tcpkit runs.
+ */
+struct id_set {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
 	__type(key, __u64);
 	__type(value, __u64);
-} cgroup_map SEC(".maps");
+};
 
-/* Replaced by the user's pinned map (--mntnsmap): mount namespace inode -> anything, as in bcc. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, 1);
-	__type(key, __u64);
-	__type(value, __u32);
-} mntns_map SEC(".maps");
+	__type(key, __u32);
+	__array(values, struct id_set);
+} cgroup_set SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct id_set);
+} mntns_set SEC(".maps");
+
+static __always_inline bool in_set(void *outer, __u64 id)
+{
+	__u32 zero = 0;
+	void *set = bpf_map_lookup_elem(outer, &zero);
+
+	return set && bpf_map_lookup_elem(set, &id);
+}
 
 /* Filters that depend only on the current task; call them first, they are the cheapest. */
 static __always_inline bool task_wanted(__u64 pid_tgid)
@@ -62,16 +80,12 @@ static __always_inline bool task_wanted(__u64 pid_tgid)
 	if (targ_tgid && (__u32)(pid_tgid >> 32) != targ_tgid)
 		return false;
 	if (filter_cgroup) {
-		__u64 cgid = bpf_get_current_cgroup_id();
-
-		if (!bpf_map_lookup_elem(&cgroup_map, &cgid))
+		if (!in_set(&cgroup_set, bpf_get_current_cgroup_id()))
 			return false;
 	}
 	if (filter_mntns) {
 		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-		__u64 mntns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
-
-		if (!bpf_map_lookup_elem(&mntns_map, &mntns))
+		if (!in_set(&mntns_set, BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum)))
 			return false;
 	}
 	return true;

@@ -336,7 +336,14 @@ run_guests() {
 # Results
 
 # Markers of one guest log, one per line, carriage returns and console noise around them removed.
-markers() { tr -d '\r' < "$OUT/$1.log" | grep -o "$2.*" || true; }
+markers() { tr -d '\r' < "$OUT/$1.log" | grep -a -o "$2.*" || true; }
+# ": kernel said: <first oops/panic line>" if the guest's kernel crashed, else nothing.
+crash_line() {
+    local l
+    l=$(tr -d '\r' < "$OUT/$1.log" | grep -a -m1 -E 'Kernel panic|Oops|BUG:|double fault|general protection' || true)
+    [[ -n $l ]] && printf ': kernel said: %s' "$l"
+    return 0
+}
 field() { sed -n "s/.* $1=\\([^ ]*\\).*/\\1/p" <<<" $2"; }
 
 print_facts() {
@@ -381,10 +388,17 @@ report() {
         wall=$(cat "$OUT/$s.wall" 2>/dev/null || echo '?')
         rc=$(cat "$OUT/$s.rc" 2>/dev/null || echo '?')
         case "$rc" in
-            0) printf ' %ss\n' "$wall" ;;
-            124|137) printf ' %ss TIMEOUT\n' "$wall"; bad=1; echo "$krel: guest timed out after ${TIMEOUT}s" >> "$OUT/problems" ;;
-            *) printf ' %ss qemu rc=%s\n' "$wall" "$rc"; bad=1; echo "$krel: qemu exited with $rc" >> "$OUT/problems" ;;
+            0) printf ' %ss' "$wall" ;;
+            124|137) printf ' %ss TIMEOUT' "$wall"; bad=1; echo "$krel: guest timed out after ${TIMEOUT}s" >> "$OUT/problems" ;;
+            *) printf ' %ss qemu rc=%s' "$wall" "$rc"; bad=1; echo "$krel: qemu exited with $rc" >> "$OUT/problems" ;;
         esac
+        # With panic=-1 and -no-reboot a kernel crash ends qemu with 0 too: only the last marker proves the
+        # guest got through its list.
+        if [[ -z $(markers "$s" '@@TCPKIT-DONE ') ]]; then
+            printf ' INCOMPLETE'; bad=1
+            echo "$krel: guest did not finish its runs (no @@TCPKIT-DONE)$(crash_line "$s")" >> "$OUT/problems"
+        fi
+        echo
     done
     echo "(cells: passed/failed, summed seconds of the test binaries; wall: host time from qemu start to power-off)"
     print_facts

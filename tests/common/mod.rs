@@ -1,0 +1,331 @@
+//! Helpers for tcpkit's integration tests: run the real tcpkit binary and the real peer process, make
+//! connections on loopback, and wait for lines by condition with a deadline, never by sleeping.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How long any single expected thing may take; generous for qemu's emulated guests.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn tcpkit_bin() -> PathBuf {
+    std::env::var_os("TCPKIT_BIN").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_BIN_EXE_tcpkit").into())
+}
+
+pub fn peer_bin() -> PathBuf {
+    std::env::var_os("TCPKIT_PEER_BIN").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_BIN_EXE_tcpkit-peer").into())
+}
+
+/// The backend every test forces, from TCPKIT_TEST_BACKEND (the VM matrix sets it); auto otherwise.
+pub fn test_backend() -> String {
+    std::env::var("TCPKIT_TEST_BACKEND").unwrap_or_else(|_| "auto".into())
+}
+
+/// Fails loudly when not root: these tests load real BPF programs and must never pass by skipping.
+pub fn require_root() {
+    assert!(nix::unistd::geteuid().is_root(), "tcpkit's integration tests load BPF programs: run them as root");
+}
+
+/// Lines of a child's stdout, read on a thread so that waiting can have a deadline.
+pub struct Lines {
+    rx: Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    pub fn from_reader(out: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { rx, seen: Vec::new() }
+    }
+
+    /// The next line that satisfies `pred`, or None when the stream ends or the deadline passes.
+    pub fn find(&mut self, deadline: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let end = Instant::now() + deadline;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return Some(line);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Every line until the stream ends (the process exited).
+    pub fn rest(&mut self, deadline: Duration) -> Vec<String> {
+        let end = Instant::now() + deadline;
+        let mut out = Vec::new();
+        while let Ok(line) = self.rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            self.seen.push(line.clone());
+            out.push(line);
+        }
+        out
+    }
+}
+
+/// A running `tcpkit` with its stdout read line by line and its stderr captured.
+pub struct Tcpkit {
+    pub child: Child,
+    pub stdout: Lines,
+    stderr: Arc<Mutex<String>>,
+    pub header: String,
+}
+
+impl Tcpkit {
+    /// Starts `tcpkit ARGS --backend <test backend>` and waits until its header says it is attached.
+    pub fn start(args: &[&str]) -> Tcpkit {
+        Self::start_with_header_lines(args, 1)
+    }
+
+    /// As start, for layouts whose header has several lines (a banner first).
+    pub fn start_with_header_lines(args: &[&str], header_lines: usize) -> Tcpkit {
+        let backend = test_backend();
+        Self::try_start(args, &backend, header_lines)
+            .unwrap_or_else(|why| panic!("tcpkit {args:?} --backend {backend} printed no header: {why}"))
+    }
+
+    /// Starts tcpkit with a given backend; Err says how it ended when it printed no header.
+    pub fn try_start(args: &[&str], backend: &str, header_lines: usize) -> Result<Tcpkit, String> {
+        require_root();
+        let mut child = Command::new(tcpkit_bin())
+            .args(args)
+            .args(["--backend", backend])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning tcpkit");
+        let stdout = Lines::from_reader(child.stdout.take().unwrap());
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut err = child.stderr.take().unwrap();
+        // Drained all along: --debug output can fill a pipe and block tcpkit.
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut me = Tcpkit { child, stdout, stderr, header: String::new() };
+        let mut header = Vec::new();
+        for _ in 0..header_lines {
+            match me.stdout.find(DEADLINE, |_| true) {
+                Some(line) => header.push(line),
+                None => {
+                    let status = wait_with_deadline(&mut me.child, Duration::from_secs(2));
+                    return Err(format!("exit {status:?}; stderr: {}", me.stderr()));
+                }
+            }
+        }
+        me.header = header.join("\n");
+        Ok(me)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The next output line for which `pred` holds; panics with everything seen if none comes in time.
+    pub fn expect_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        match self.stdout.find(DEADLINE, pred) {
+            Some(line) => line,
+            None => panic!(
+                "no line {what} within {DEADLINE:?}; lines seen: {:#?}\nstderr: {}",
+                self.stdout.seen,
+                self.stderr()
+            ),
+        }
+    }
+
+    /// Sends `signal`, waits for the exit, and returns the status and any lines printed meanwhile.
+    pub fn stop_with(mut self, signal: Signal) -> (ExitStatus, Vec<String>, String) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signalling tcpkit");
+        let status = wait_with_deadline(&mut self.child, DEADLINE).expect("tcpkit did not exit after the signal");
+        let rest = self.stdout.rest(DEADLINE);
+        let stderr = self.stderr();
+        (status, rest, stderr)
+    }
+
+    pub fn stop(self) -> (ExitStatus, Vec<String>, String) {
+        self.stop_with(Signal::SIGINT)
+    }
+}
+
+impl Drop for Tcpkit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if let Some(status) = child.try_wait().expect("waiting for a child") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Runs tcpkit to completion (for flags and errors that end it at once).
+pub fn run_tcpkit(args: &[&str]) -> (ExitStatus, String, String) {
+    run_tcpkit_cmd(Command::new(tcpkit_bin()).args(args))
+}
+
+pub fn run_tcpkit_cmd(cmd: &mut Command) -> (ExitStatus, String, String) {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning");
+    let status = wait_with_deadline(&mut child, DEADLINE).expect("tcpkit did not exit in time");
+    let mut out = String::new();
+    let mut err = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (status, out, err)
+}
+
+/// A tcpkit-peer process: listens and accepts, or connects, and reports each step.
+pub struct Peer {
+    pub child: Child,
+    pub out: Lines,
+    stdin: Option<ChildStdin>,
+    pub pid: u32,
+    pub port: u16,
+    pub mntns: u64,
+    pub netns: u64,
+}
+
+impl Peer {
+    /// `tcpkit-peer [GLOBAL...] listen [ARGS...]`, returned once it is listening.
+    pub fn listen(global: &[&str], args: &[&str]) -> Peer {
+        Self::spawn(global, "listen", args)
+    }
+
+    pub fn spawn(global: &[&str], mode: &str, args: &[&str]) -> Peer {
+        let mut child = Command::new(peer_bin())
+            .args(global)
+            .arg(mode)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning tcpkit-peer");
+        let out = Lines::from_reader(child.stdout.take().unwrap());
+        let stdin = child.stdin.take();
+        let mut peer = Peer { child, out, stdin, pid: 0, port: 0, mntns: 0, netns: 0 };
+        let value = |p: &mut Peer, key: &str| -> String {
+            let line =
+                p.out.find(DEADLINE, |l| l.starts_with(&format!("{key} "))).unwrap_or_else(|| panic!("peer: no {key}"));
+            line[key.len() + 1..].to_string()
+        };
+        peer.pid = value(&mut peer, "pid").parse().unwrap();
+        peer.mntns = value(&mut peer, "mntns").parse().unwrap();
+        peer.netns = value(&mut peer, "netns").parse().unwrap();
+        if mode == "listen" {
+            peer.port = value(&mut peer, "port").parse().unwrap();
+        }
+        peer.out.find(DEADLINE, |l| l == "ready").expect("peer never got ready");
+        peer
+    }
+
+    /// Lets a peer started with --wait go on.
+    pub fn go(&mut self) {
+        let stdin = self.stdin.as_mut().expect("peer stdin");
+        writeln!(stdin, "go").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the peer's report of an accept whose remote port is `rport`.
+    pub fn expect_accepted(&mut self, rport: u16) {
+        let found = self.out.find(DEADLINE, |l| l.starts_with("accepted ") && l.ends_with(&format!(" {rport}")));
+        assert!(found.is_some(), "peer {} never accepted the connection from port {rport}", self.pid);
+    }
+
+    pub fn wait_done(&mut self) {
+        assert!(self.out.find(DEADLINE, |l| l == "done").is_some(), "peer {} never finished", self.pid);
+    }
+
+    pub fn lines_starting(&self, prefix: &str) -> Vec<String> {
+        self.out.seen.iter().filter(|l| l.starts_with(prefix)).cloned().collect()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connects from the test process; returns the stream and its local port.
+pub fn connect(addr: SocketAddr) -> (TcpStream, u16) {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let port = s.local_addr().unwrap().port();
+    (s, port)
+}
+
+/// bcc tcpaccept's row: `%-7d %-12.12s %-2d %-16s %-5d %-16s %-5d`.
+pub fn accept_row(pid: u32, comm: &str, ip: u8, raddr: &str, rport: u16, laddr: &str, lport: u16) -> String {
+    format!("{pid:<7} {comm:<12.12} {ip:<2} {raddr:<16} {rport:<5} {laddr:<16} {lport:<5}")
+}
+
+/// Whitespace-separated columns of a row, counted from the end so that time prefixes do not matter.
+pub fn col_from_end(line: &str, n: usize) -> &str {
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    cols.get(cols.len().wrapping_sub(n + 1)).copied().unwrap_or("")
+}
+
+/// True for an accept row whose local port is `lport` and remote port `rport`.
+pub fn is_accept_of(line: &str, lport: u16, rport: u16) -> bool {
+    col_from_end(line, 0) == lport.to_string() && col_from_end(line, 2) == rport.to_string()
+}
+
+/// Mounts bpffs at /sys/fs/bpf when nothing is there yet (fresh machines and qemu guests).
+pub fn ensure_bpffs() {
+    use nix::mount::{mount, MsFlags};
+    let is_bpffs =
+        nix::sys::statfs::statfs("/sys/fs/bpf").map(|s| s.filesystem_type().0 == 0xcafe4a11).unwrap_or(false);
+    if !is_bpffs {
+        std::fs::create_dir_all("/sys/fs/bpf").ok();
+        mount(Some("bpf"), "/sys/fs/bpf", Some("bpf"), MsFlags::empty(), None::<&str>).expect("mounting bpffs");
+    }
+}
+
+/// The cgroup v2 mount point: /sys/fs/cgroup on unified systems, /sys/fs/cgroup/unified on hybrid ones.
+pub fn cgroup2_root() -> PathBuf {
+    for dir in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        let ok = nix::sys::statfs::statfs(dir).map(|s| s.filesystem_type().0 == 0x63677270).unwrap_or(false);
+        if ok {
+            return dir.into();
+        }
+    }
+    panic!("no cgroup v2 hierarchy is mounted: the cgroup tests need one (mount -t cgroup2 none /sys/fs/cgroup)");
+}
