@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building and testing tcpkit needs on a fresh Debian or Ubuntu machine: clang for the BPF
+# objects, libelf and zlib for libbpf. Rust (cargo 1.82+) must already be there.
+set -euo pipefail
+
+packages=(clang libelf-dev zlib1g-dev pkg-config make)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: tcpkit needs Rust 1.82 or later (cargo); install it with rustup or your distribution" >&2
+  exit 1
+fi
