@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck shell=dash
 # /init of the tcpkit test initramfs (busybox ash, PID 1). Packed by tests/vm/run-matrix.sh.
 #
 # Mounts what tcpkit and its tests need, prints kernel facts, runs every test binary in /opt/tcpkit/tests once
@@ -31,6 +32,7 @@ mnt bpf /sys/fs/bpf
 mnt cgroup2 /sys/fs/cgroup
 ln -sf /proc/self/fd /dev/fd 2>/dev/null
 ip link set lo up || echo "@@TCPKIT-WARN ip link set lo up failed"
+hostname -F /etc/hostname 2>/dev/null || true
 
 cmdline=$(cat /proc/cmdline)
 arg() { # arg NAME DEFAULT: value of tcpkit.NAME= on the kernel command line
@@ -87,6 +89,10 @@ run_one() { # run_one BACKEND BINARY
              | awk '{ s += $1 } END { print s + 0 }')
     failed=$(sed -n 's/^test result: .* \([0-9][0-9]*\) passed; \([0-9][0-9]*\) failed.*/\2/p' "$out" \
              | awk '{ s += $1 } END { print s + 0 }')
+    # Name the failed tests, so the host can list them without reading the whole log.
+    sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$out" | while read -r t; do
+        echo "@@TCPKIT-FAILED kernel=$KREL backend=$b bin=$name test=$t"
+    done
     rm -f "$out"
     echo "@@TCPKIT kernel=$KREL backend=$b bin=$name rc=${rc:-255} passed=$passed failed=$failed secs=$(since "$t0")"
 }
