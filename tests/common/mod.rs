@@ -83,11 +83,48 @@ impl Lines {
     }
 }
 
+/// A child's stream read to its end on a thread: a child that writes much (--debug) must never block on a
+/// full pipe, and what it wrote is complete once the child has exited and `finish` returns.
+pub struct Drain {
+    text: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drain {
+    pub fn new(mut from: impl Read + Send + 'static) -> Drain {
+        let text = Arc::new(Mutex::new(String::new()));
+        let sink = text.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Drain { text, reader: Some(reader) }
+    }
+
+    /// What has arrived so far.
+    pub fn so_far(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+
+    /// Everything, once the writer has closed the stream (call it after the child exited).
+    pub fn finish(&mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.so_far()
+    }
+}
+
 /// A running `tcpkit` with its stdout read line by line and its stderr captured.
 pub struct Tcpkit {
     pub child: Child,
     pub stdout: Lines,
-    stderr: Arc<Mutex<String>>,
+    stderr: Drain,
     pub header: String,
 }
 
@@ -116,19 +153,7 @@ impl Tcpkit {
             .spawn()
             .expect("spawning tcpkit");
         let stdout = Lines::from_reader(child.stdout.take().unwrap());
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let mut err = child.stderr.take().unwrap();
-        // Drained all along: --debug output can fill a pipe and block tcpkit.
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let stderr = Drain::new(child.stderr.take().unwrap());
         let mut me = Tcpkit { child, stdout, stderr, header: String::new() };
         let mut header = Vec::new();
         for _ in 0..header_lines {
@@ -136,7 +161,8 @@ impl Tcpkit {
                 Some(line) => header.push(line),
                 None => {
                     let status = wait_with_deadline(&mut me.child, Duration::from_secs(2));
-                    return Err(format!("exit {status:?}; stderr: {}", me.stderr()));
+                    let stderr = if status.is_some() { me.stderr.finish() } else { me.stderr() };
+                    return Err(format!("exit {status:?}; stderr: {stderr}"));
                 }
             }
         }
@@ -149,7 +175,7 @@ impl Tcpkit {
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.so_far()
     }
 
     /// The next output line for which `pred` holds; panics with everything seen if none comes in time.
@@ -169,7 +195,7 @@ impl Tcpkit {
         kill(Pid::from_raw(self.child.id() as i32), signal).expect("signalling tcpkit");
         let status = wait_with_deadline(&mut self.child, DEADLINE).expect("tcpkit did not exit after the signal");
         let rest = self.stdout.rest(DEADLINE);
-        let stderr = self.stderr();
+        let stderr = self.stderr.finish();
         (status, rest, stderr)
     }
 
@@ -203,12 +229,10 @@ pub fn run_tcpkit(args: &[&str]) -> (ExitStatus, String, String) {
 
 pub fn run_tcpkit_cmd(cmd: &mut Command) -> (ExitStatus, String, String) {
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning");
+    let mut out = Drain::new(child.stdout.take().unwrap());
+    let mut err = Drain::new(child.stderr.take().unwrap());
     let status = wait_with_deadline(&mut child, DEADLINE).expect("tcpkit did not exit in time");
-    let mut out = String::new();
-    let mut err = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    (status, out, err)
+    (status, out.finish(), err.finish())
 }
 
 /// A tcpkit-peer process: listens and accepts, or connects, and reports each step.
