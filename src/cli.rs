@@ -17,6 +17,31 @@ pub enum Command {
     /// Trace successful TCP accepts (like bcc's tcpaccept)
     #[command(after_help = ACCEPT_EXAMPLES)]
     Accept(AcceptArgs),
+    /// Trace connect, accept and close of established TCP connections (like bcc's tcptracer)
+    #[command(after_help = TRACER_EXAMPLES)]
+    #[command(mut_arg("ports", |a| a.help("Trace connections with one of these ports at either end only: a comma list of ports and ranges, e.g. 80,443,8000-8080")))]
+    Tracer(TracerArgs),
+}
+
+const TRACER_EXAMPLES: &str = "Examples:
+  tcpkit tracer                 # trace connects, accepts and closes
+  tcpkit tracer -v              # with type words and the network namespace
+  tcpkit tracer -t              # include timestamps
+  tcpkit tracer -p 181          # only PID 181
+  tcpkit tracer -N 4026531969   # only network namespace 4026531969
+  tcpkit tracer -P 80,443 -6    # only IPv6 connections with port 80 or 443 at either end";
+
+#[derive(Args, Debug)]
+pub struct TracerArgs {
+    /// Print type words (connect, accept, close) and a NETNS column (left out with -N)
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 const ACCEPT_EXAMPLES: &str = "Examples:
@@ -67,7 +92,7 @@ pub struct OutputArgs {
     /// Include a wall-clock time column (HH:MM:SS)
     #[arg(short = 'T', long = "time")]
     pub time: bool,
-    /// Include a timestamp column: seconds since the first event
+    /// Include a timestamp column: seconds since the first event (tracer -v: nanoseconds)
     #[arg(short = 't', long = "timestamp")]
     pub timestamp: bool,
 }

@@ -1,13 +1,15 @@
 //! The event record as the BPF programs write it, and its decoding.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The one definition of the event, generated from src/bpf/tcpkit.h.
+/// The one definition of the event, generated from src/bpf/tcpkit.h. Every object includes that header,
+/// so the accept skeleton's copy of the type describes the tracer's events too.
 pub use crate::skel::accept::types::event as Event;
 
 // SAFETY: the generated struct is #[repr(C)] plain data: integers and byte arrays, any bit pattern valid.
 unsafe impl plain::Plain for Event {}
 
 pub const AF_INET: u16 = 2;
+const TASK_UNKNOWN: u8 = 3;
 
 /// Copies a ring-buffer sample into an event: samples are only 8-byte aligned, so no in-place cast.
 pub fn decode(bytes: &[u8]) -> Option<Event> {
@@ -34,10 +36,19 @@ impl Event {
         }
     }
 
-    /// The task's command name; invalid UTF-8 (a comm is any bytes) shows as U+FFFD.
+    pub fn pid(&self) -> u32 {
+        self.task.pid
+    }
+
+    /// The task's command name; invalid UTF-8 (a comm is any bytes) shows as U+FFFD. `[unknown]` for a
+    /// close that no task made, of a connection older than tcpkit (its PID shows as 0).
     pub fn comm(&self) -> std::borrow::Cow<'_, str> {
-        let len = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
-        String::from_utf8_lossy(&self.comm[..len])
+        if self.task_source == TASK_UNKNOWN {
+            return "[unknown]".into();
+        }
+        let comm = &self.task.comm;
+        let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+        String::from_utf8_lossy(&comm[..len])
     }
 }
 
@@ -55,14 +66,15 @@ mod tests {
 
     #[test]
     fn decodes_an_unaligned_sample() {
-        let mut event = Event { pid: 42, family: AF_INET, sport: 80, ..Default::default() };
+        let mut event = Event { family: AF_INET, sport: 80, ..Default::default() };
+        event.task.pid = 42;
         event.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        event.comm[..4].copy_from_slice(b"sshd");
+        event.task.comm[..4].copy_from_slice(b"sshd");
         let bytes = unsafe { plain::as_bytes(&event) };
         let mut shifted = vec![0u8; bytes.len() + 1];
         shifted[1..].copy_from_slice(bytes);
         let decoded = decode(&shifted[1..]).unwrap();
-        assert_eq!(decoded.pid, 42);
+        assert_eq!(decoded.pid(), 42);
         assert_eq!(decoded.local_addr(), IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(decoded.comm(), "sshd");
         assert!(decode(&bytes[..bytes.len() - 1]).is_none());

@@ -3,7 +3,7 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle, MapMut, MapType, OpenMapMut};
+use libbpf_rs::{Map, MapCore, MapFlags, MapHandle, MapType, OpenObject};
 
 use crate::cli::FilterArgs;
 use crate::error::{Context, Error, Result};
@@ -45,8 +45,10 @@ impl Filters {
         })
     }
 
-    pub fn write_rodata(&self, ro: &mut impl FilterRodata) {
+    /// `ports_either_end`: -P matches the remote port too (tracer), not only the local one (accept).
+    pub fn write_rodata(&self, ro: &mut dyn FilterRodata, ports_either_end: bool) {
         let f = ro.filters_mut();
+        *f.ports_either_end = ports_either_end;
         *f.tgid = self.pid.unwrap_or(0);
         *f.netns = self.netns.unwrap_or(0);
         *f.family = self.family.unwrap_or(0);
@@ -79,8 +81,13 @@ pub struct PinnedSets {
 
 impl PinnedSets {
     /// Before load: the holders' inner-map template becomes the user's map, so the kernel accepts it.
-    pub fn shape_holders<'o>(&self, cgroup_set: &mut OpenMapMut<'o>, mntns_set: &mut OpenMapMut<'o>) -> Result<()> {
-        for (map, holder) in [(&self.cgroup, cgroup_set), (&self.mntns, mntns_set)] {
+    pub fn shape_holders(&self, object: &mut OpenObject) -> Result<()> {
+        for mut holder in object.maps_mut() {
+            let map = match holder.name().to_str() {
+                Some("cgroup_set") => &self.cgroup,
+                Some("mntns_set") => &self.mntns,
+                _ => continue,
+            };
             if let Some(map) = map {
                 holder.set_inner_map_fd(map.as_fd()).context(|| "preparing a pinned map filter".into())?;
             }
@@ -89,7 +96,7 @@ impl PinnedSets {
     }
 
     /// After load: puts the user's maps into their holders.
-    pub fn fill_holders(&self, cgroup_set: &MapMut, mntns_set: &MapMut) -> Result<()> {
+    pub fn fill_holders(&self, cgroup_set: &Map, mntns_set: &Map) -> Result<()> {
         for (map, holder) in [(&self.cgroup, cgroup_set), (&self.mntns, mntns_set)] {
             if let Some(map) = map {
                 let fd = map.as_fd().as_raw_fd() as u32;
@@ -126,18 +133,20 @@ fn open_pinned(path: &Path, flag: &str, key: &str) -> Result<MapHandle> {
     Ok(handle)
 }
 
-/// The filter fields of a skeleton's rodata, borrowed together.
+/// The filter fields of a skeleton's rodata (and accept.bpf.h's kernel_hook), borrowed together.
 pub struct RodataFilters<'a> {
+    pub kernel_hook: &'a mut bool,
     pub tgid: &'a mut u32,
     pub netns: &'a mut u32,
     pub family: &'a mut u16,
     pub filter_ports: &'a mut bool,
+    pub ports_either_end: &'a mut bool,
     pub filter_cgroup: &'a mut bool,
     pub filter_mntns: &'a mut bool,
     pub ports: &'a mut [u64; crate::ports::BITMAP_WORDS],
 }
 
-/// Every skeleton includes filter.bpf.h, so every generated rodata type has these fields.
+/// Every object includes filter.bpf.h and accept.bpf.h, so every generated rodata type has these fields.
 pub trait FilterRodata {
     fn filters_mut(&mut self) -> RodataFilters<'_>;
 }
@@ -148,10 +157,12 @@ macro_rules! impl_filter_rodata {
         impl $crate::filter::FilterRodata for $rodata {
             fn filters_mut(&mut self) -> $crate::filter::RodataFilters<'_> {
                 $crate::filter::RodataFilters {
+                    kernel_hook: &mut self.kernel_hook,
                     tgid: &mut self.targ_tgid,
                     netns: &mut self.targ_netns,
                     family: &mut self.targ_family,
                     filter_ports: &mut self.filter_ports,
+                    ports_either_end: &mut self.ports_either_end,
                     filter_cgroup: &mut self.filter_cgroup,
                     filter_mntns: &mut self.filter_mntns,
                     ports: &mut self.targ_ports,

@@ -52,27 +52,61 @@ impl Clock {
     }
 }
 
-/// bcc tcpaccept: `[TIME ][TIME(s) ]PID COMM IP RADDR RPORT LADDR LPORT`.
-pub struct AcceptText {
+/// The leading time columns: -T wall clock (HH:MM:SS), then -t time since the first event, in seconds
+/// (`TIME(s)`, 3 decimals) or, as tcptracer -v prints it, in nanoseconds (`TIME(ns)`).
+struct TimeColumns {
     time: bool,
     timestamp: bool,
+    nanoseconds: bool,
     clock: Clock,
+}
+
+impl TimeColumns {
+    fn new(args: &OutputArgs, nanoseconds: bool) -> Self {
+        TimeColumns { time: args.time, timestamp: args.timestamp, nanoseconds, clock: Clock::new() }
+    }
+
+    fn header(&self, w: &mut impl Write) -> io::Result<()> {
+        if self.time {
+            write!(w, "{:<9}", "TIME")?;
+        }
+        match (self.timestamp, self.nanoseconds) {
+            (true, false) => write!(w, "{:<9}", "TIME(s)"),
+            (true, true) => write!(w, "{:<14}", "TIME(ns)"),
+            (false, _) => Ok(()),
+        }
+    }
+
+    fn event(&mut self, ts_ns: u64, w: &mut impl Write) -> io::Result<()> {
+        if self.time {
+            write!(w, "{:<9}", self.clock.hms(ts_ns))?;
+        }
+        if self.timestamp {
+            let since = self.clock.since_first_ns(ts_ns);
+            if self.nanoseconds {
+                write!(w, "{since:<14}")?;
+            } else {
+                write!(w, "{:<9.3}", since as f64 / 1e9)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// bcc tcpaccept: `[TIME ][TIME(s) ]PID COMM IP RADDR RPORT LADDR LPORT`.
+pub struct AcceptText {
+    times: TimeColumns,
 }
 
 impl AcceptText {
     pub fn new(args: &OutputArgs) -> Self {
-        AcceptText { time: args.time, timestamp: args.timestamp, clock: Clock::new() }
+        AcceptText { times: TimeColumns::new(args, false) }
     }
 }
 
 impl Format for AcceptText {
     fn header(&mut self, w: &mut impl Write) -> io::Result<()> {
-        if self.time {
-            write!(w, "{:<9}", "TIME")?;
-        }
-        if self.timestamp {
-            write!(w, "{:<9}", "TIME(s)")?;
-        }
+        self.times.header(w)?;
         writeln!(
             w,
             "{:<7} {:<12} {:<2} {:<16} {:<5} {:<16} {:<5}",
@@ -81,16 +115,11 @@ impl Format for AcceptText {
     }
 
     fn event(&mut self, e: &Event, w: &mut impl Write) -> io::Result<()> {
-        if self.time {
-            write!(w, "{:<9}", self.clock.hms(e.ts_ns))?;
-        }
-        if self.timestamp {
-            write!(w, "{:<9.3}", self.clock.since_first_ns(e.ts_ns) as f64 / 1e9)?;
-        }
+        self.times.event(e.ts_ns, w)?;
         writeln!(
             w,
             "{:<7} {:<12.12} {:<2} {:<16} {:<5} {:<16} {:<5}",
-            e.pid,
+            e.pid(),
             e.comm(),
             e.ip_version(),
             e.remote_addr(),
@@ -101,17 +130,107 @@ impl Format for AcceptText {
     }
 }
 
+/// bcc tcptracer: a banner, then `T PID COMM IP SADDR DADDR SPORT DPORT` (SADDR/SPORT the local end,
+/// IPv6 addresses in brackets); -v spells the type out and adds NETNS unless -N chose one namespace.
+pub struct TracerText {
+    times: TimeColumns,
+    verbose: bool,
+    netns_column: bool,
+}
+
+impl TracerText {
+    pub fn new(args: &OutputArgs, verbose: bool, netns_column: bool) -> Self {
+        TracerText { times: TimeColumns::new(args, verbose), verbose, netns_column: verbose && netns_column }
+    }
+}
+
+const EVENT_CONNECT: u8 = 1;
+const EVENT_ACCEPT: u8 = 2;
+const EVENT_CLOSE: u8 = 3;
+
+/// bcc's letters and -v words for event types; U/unknown never comes from tcpkit's programs.
+fn type_names(kind: u8) -> (&'static str, &'static str) {
+    match kind {
+        EVENT_CONNECT => ("C", "connect"),
+        EVENT_ACCEPT => ("A", "accept"),
+        EVENT_CLOSE => ("X", "close"),
+        _ => ("U", "unknown"),
+    }
+}
+
+/// An address as tcptracer prints it: IPv6 (IPv4-mapped included) in brackets.
+struct TracerAddr(std::net::IpAddr);
+
+impl std::fmt::Display for TracerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            std::net::IpAddr::V4(a) => f.pad(&a.to_string()),
+            std::net::IpAddr::V6(a) => f.pad(&format!("[{a}]")),
+        }
+    }
+}
+
+impl Format for TracerText {
+    fn header(&mut self, w: &mut impl Write) -> io::Result<()> {
+        writeln!(w, "Tracing TCP established connections. Ctrl-C to end.")?;
+        self.times.header(w)?;
+        if self.verbose {
+            write!(
+                w,
+                "{:<12} {:<6} {:<16} {:<2} {:<16} {:<16} {:<6} {:<7}",
+                "TYPE", "PID", "COMM", "IP", "SADDR", "DADDR", "SPORT", "DPORT"
+            )?;
+            if self.netns_column {
+                write!(w, "{:<8}", "NETNS")?;
+            }
+            writeln!(w)
+        } else {
+            writeln!(
+                w,
+                "{:<2} {:<6} {:<16} {:<2} {:<16} {:<16} {:<6} {:<6}",
+                "T", "PID", "COMM", "IP", "SADDR", "DADDR", "SPORT", "DPORT"
+            )
+        }
+    }
+
+    fn event(&mut self, e: &Event, w: &mut impl Write) -> io::Result<()> {
+        self.times.event(e.ts_ns, w)?;
+        let (letter, word) = type_names(e.r#type);
+        if self.verbose {
+            write!(w, "{word:<12} ")?;
+        } else {
+            write!(w, "{letter:<2} ")?;
+        }
+        write!(
+            w,
+            "{:<6} {:<16} {:<2} {:<16} {:<16} {:<6} {:<6}",
+            e.pid(),
+            e.comm(),
+            e.ip_version(),
+            TracerAddr(e.local_addr()),
+            TracerAddr(e.remote_addr()),
+            e.sport,
+            e.dport
+        )?;
+        if self.netns_column {
+            writeln!(w, " {:<8}", e.netns)
+        } else {
+            writeln!(w)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::AF_INET;
 
     fn sample() -> Event {
-        let mut e =
-            Event { pid: 1234, family: AF_INET, sport: 80, dport: 51000, ts_ns: 5_000_000_000, ..Default::default() };
+        let mut e = Event { family: AF_INET, sport: 80, dport: 51000, ts_ns: 5_000_000_000, ..Default::default() };
+        e.task.pid = 1234;
         e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         e.daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
-        e.comm[..13].copy_from_slice(b"a-long-server");
+        e.task.comm[..13].copy_from_slice(b"a-long-server");
         e
     }
 

@@ -1,9 +1,7 @@
 //! Small wrappers around libbpf that every subcommand uses.
 use libbpf_rs::btf::types::Struct;
 use libbpf_rs::btf::Btf;
-use libbpf_rs::{Link, PrintLevel, ProgramMut};
-
-use crate::error::{Context, Result};
+use libbpf_rs::PrintLevel;
 
 /// libbpf's own messages go to stderr and only with --debug: stdout carries data, and a backend that
 /// fails during the automatic choice is expected, not worth a page of verifier log.
@@ -17,10 +15,6 @@ pub fn set_libbpf_log(debug: bool) {
 
 fn print_to_stderr(_level: PrintLevel, msg: String) {
     eprint!("libbpf: {msg}");
-}
-
-pub fn attach(prog: &ProgramMut<'_>, what: &str) -> Result<Link> {
-    prog.attach().context(|| format!("attaching {what}"))
 }
 
 /// Whether the running kernel's BTF has `struct NAME`: how tcpkit tells kernel function signatures apart.

@@ -16,8 +16,10 @@ mod output;
 mod ports;
 mod preflight;
 mod ring;
+mod session;
 mod signals;
 mod skel;
+mod tracer;
 
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TCPKIT_GIT_COMMIT"), ")");
 
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     signals::install();
     let result = match &cli.command {
         cli::Command::Accept(args) => accept::run(args),
+        cli::Command::Tracer(args) => tracer::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,8 +1,31 @@
-//! The generated BPF skeletons, one per subcommand.
+//! The generated BPF skeletons, one per subcommand, and the glue that lets `session` drive any of them.
 #![allow(clippy::all, unused_imports, dead_code, non_camel_case_types, non_upper_case_globals)]
 
 pub mod accept {
     include!(concat!(env!("OUT_DIR"), "/accept.skel.rs"));
 }
 
-crate::impl_filter_rodata!(accept::types::rodata);
+pub mod tracer {
+    include!(concat!(env!("OUT_DIR"), "/tracer.skel.rs"));
+}
+
+/// Implements `session::Tool` and `filter::FilterRodata` for a skeleton module; the generated names
+/// differ only by the object's name.
+macro_rules! tool {
+    ($module:ident, $builder:ident, $open:ident, $loaded:ident) => {
+        crate::impl_filter_rodata!($module::types::rodata);
+
+        impl crate::session::Tool for $module::$builder {
+            fn rodata<'a, 'obj>(open: &'a mut $module::$open<'obj>) -> &'a mut dyn crate::filter::FilterRodata {
+                open.maps.rodata_data.as_deref_mut().expect("every tcpkit object has rodata")
+            }
+
+            fn lost_events<'a, 'obj>(loaded: &'a $module::$loaded<'obj>) -> &'a u64 {
+                &loaded.maps.bss_data.as_deref().expect("every tcpkit object has a .bss").lost_events
+            }
+        }
+    };
+}
+
+tool!(accept, AcceptSkelBuilder, OpenAcceptSkel, AcceptSkel);
+tool!(tracer, TracerSkelBuilder, OpenTracerSkel, TracerSkel);

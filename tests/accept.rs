@@ -1,24 +1,15 @@
 //! `tcpkit accept` against real sockets and real BPF: each test reads like the man page example it checks.
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use common::*;
-use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+use libbpf_rs::MapType;
 use nix::sys::signal::Signal;
 
 const PEER: &str = "tcpkit-peer";
-
-fn v4(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-}
-
-fn v6(port: u16) -> SocketAddr {
-    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))
-}
 
 #[test]
 fn accept_reports_acceptor_pid_comm_and_both_ends_ipv4() {
@@ -211,24 +202,6 @@ fn accept_blocked_before_tcpkit_started_is_reported() {
     assert_eq!(line, accept_row(peer.pid, PEER, 4, "127.0.0.1", cport, "127.0.0.1", peer.port));
 }
 
-fn pinned_hash(name: &str, key_size: u32, value_size: u32, keys: &[u64]) -> std::path::PathBuf {
-    ensure_bpffs();
-    let path = std::path::PathBuf::from(format!("/sys/fs/bpf/tcpkit-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
-        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
-        ..Default::default()
-    };
-    let mut map =
-        MapHandle::create(MapType::Hash, Some(name), key_size, value_size, 64, &opts).expect("creating a map");
-    for key in keys {
-        map.update(&key.to_ne_bytes()[..key_size as usize], &vec![1u8; value_size as usize], MapFlags::ANY)
-            .expect("filling the map");
-    }
-    map.pin(&path).expect("pinning the map");
-    path
-}
-
 struct Cgroup(std::path::PathBuf);
 
 impl Cgroup {
@@ -304,18 +277,6 @@ fn sigterm_and_sigint_exit_zero_and_leave_nothing_attached() {
     }
 }
 
-/// IDs of the BPF programs a process holds, from /proc/PID/fdinfo.
-fn bpf_prog_ids_of(pid: u32) -> Vec<u32> {
-    let mut ids = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
-        let info = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
-            ids.push(id.trim().parse().unwrap());
-        }
-    }
-    ids
-}
-
 #[test]
 fn pipe_to_head_ends_quietly_with_success() {
     // `tcpkit accept | head -1`: the reader takes the header and goes away; tcpkit must notice and exit 0
@@ -346,14 +307,6 @@ fn pipe_to_head_ends_quietly_with_success() {
     }
 }
 
-fn assert_usage_error(args: &[&str], needle: &str) {
-    let (status, out, err) = run_tcpkit(args);
-    assert_eq!(status.code(), Some(2), "{args:?} → {err}");
-    assert!(out.is_empty(), "{args:?} printed on stdout: {out}");
-    assert_eq!(err.lines().count(), 1, "{args:?} error is not one line: {err}");
-    assert!(err.starts_with("tcpkit: ") && err.contains(needle), "{args:?} → {err:?}, wanted {needle:?}");
-}
-
 #[test]
 fn bad_ports_are_usage_errors() {
     assert_usage_error(&["accept", "-P", "0"], "port 0 is out of range");
@@ -380,14 +333,6 @@ fn unknown_flags_and_conflicts_are_usage_errors() {
     assert_usage_error(&["nosuchcommand"], "unrecognized subcommand");
 }
 
-fn assert_runtime_error(args: &[&str], needle: &str) {
-    let (status, out, err) = run_tcpkit(args);
-    assert_eq!(status.code(), Some(1), "{args:?} → {err}");
-    assert!(out.is_empty(), "{args:?} printed on stdout: {out}");
-    assert_eq!(err.lines().count(), 1, "{args:?} error is not one line: {err}");
-    assert!(err.starts_with("tcpkit: ") && err.contains(needle), "{args:?} → {err:?}, wanted {needle:?}");
-}
-
 #[test]
 fn missing_or_wrong_pinned_maps_are_runtime_errors() {
     require_root();
@@ -397,16 +342,9 @@ fn missing_or_wrong_pinned_maps_are_runtime_errors() {
     let narrow = pinned_hash("narrowkey", 4, 8, &[]);
     assert_runtime_error(&["accept", "--cgroupmap", narrow.to_str().unwrap()], "keys are 4 bytes");
     let _ = std::fs::remove_file(narrow);
-    ensure_bpffs();
-    let path = format!("/sys/fs/bpf/tcpkit-test-{}-array", std::process::id());
-    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
-        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
-        ..Default::default()
-    };
-    let mut array = MapHandle::create(MapType::Array, Some("arr"), 4, 8, 4, &opts).unwrap();
-    array.pin(&path).unwrap();
-    assert_runtime_error(&["accept", "--mntnsmap", &path], "not a hash map");
-    let _ = std::fs::remove_file(path);
+    let array = pinned_map(MapType::Array, "arr", 4, 8, &[]);
+    assert_runtime_error(&["accept", "--mntnsmap", array.to_str().unwrap()], "not a hash map");
+    let _ = std::fs::remove_file(array);
 }
 
 #[test]

@@ -1,133 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
-/*
- * tcpkit accept: one event per successful accept of a TCP connection, from the accepting task.
- *
- * Three ways to see an accept, one set loaded per backend:
- *   fentry:     fexit on inet_csk_accept (two programs: the kernel's signature changed in 6.10)
- *   kprobe:     kretprobe on inet_csk_accept
- *   tracepoint: syscalls:sys_exit_accept and sys_exit_accept4, returned fd -> socket -> sock
- * The syscall-exit programs are loaded with every backend. With fexit or kretprobe they report only the
- * accepts that the kernel hook did not see: accept() calls already blocked when tcpkit attached (a
- * trampoline or return probe only catches calls that start after it) and kretprobes dropped by their
- * maxactive limit when many threads block in accept(). The kernel hook, in turn, is what sees io_uring
- * and in-kernel accepts, which make no accept syscall.
- */
+/* tcpkit accept: one event per successful accept of a TCP connection, from the accepting task. */
 #include "filter.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* True when a kernel hook (fexit or kretprobe) is loaded beside the syscall-exit programs. */
-const volatile bool kernel_hook = false;
-
-/* Thread -> the sock its last accept returned, as seen by the kernel hook; LRU so nothing can pile up. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __u64);
-} seen_by_hook SEC(".maps");
-
-static __always_inline void report_accept(const struct sock *sk, __u64 pid_tgid, __u8 hook)
+static __always_inline void accepted(const struct sock *sk, const struct sock_key *key,
+				     const struct task_info *task, __u8 hook)
 {
-	struct sock_key key = {};
-
-	if (!read_sock_key(sk, &key) || !sock_wanted(&key) || !port_wanted(key.lport))
-		return;
-	submit_sock_event(sk, &key, pid_tgid, EVENT_ACCEPT, hook);
+	submit_sock_event(sk, key, task, TASK_CURRENT, EVENT_ACCEPT, hook);
 }
 
-static __always_inline int on_kernel_accept(struct sock *newsk, __u8 hook)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
-	__u64 sk = (__u64)newsk;
-
-	if (!newsk)
-		return 0;
-	/* Remember even filtered accepts: the syscall-exit program must not report them either. */
-	bpf_map_update_elem(&seen_by_hook, &tid, &sk, BPF_ANY);
-	if (task_wanted(pid_tgid))
-		report_accept(newsk, pid_tgid, hook);
-	return 0;
-}
-
-SEC("fexit/inet_csk_accept")
-int BPF_PROG(fexit_inet_csk_accept, struct sock *sk, int flags, int *err, bool kern, struct sock *newsk)
-{
-	return on_kernel_accept(newsk, HOOK_FENTRY);
-}
-
-SEC("fexit/inet_csk_accept")
-int BPF_PROG(fexit_inet_csk_accept_v610, struct sock *sk, struct proto_accept_arg *arg, struct sock *newsk)
-{
-	return on_kernel_accept(newsk, HOOK_FENTRY);
-}
-
-SEC("kretprobe/inet_csk_accept")
-int BPF_KRETPROBE(kretprobe_inet_csk_accept, struct sock *newsk)
-{
-	return on_kernel_accept(newsk, HOOK_KPROBE);
-}
-
-/* The sock behind a file descriptor of the current task, or NULL if fd is not a socket. */
-static __always_inline struct sock *sock_of_fd(long fd)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *file = NULL;
-	struct socket *sock;
-	struct sock *sk;
-
-	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
-	bpf_core_read(&file, sizeof(file), &fds[fd]);
-	if (!file)
-		return NULL;
-	/* Another thread may have closed and reused the fd: accept only a socket that points back at it. */
-	sock = BPF_CORE_READ(file, private_data);
-	if (!sock || BPF_CORE_READ(sock, file) != file)
-		return NULL;
-	sk = BPF_CORE_READ(sock, sk);
-	if (!sk || BPF_CORE_READ(sk, sk_socket) != sock)
-		return NULL;
-	return sk;
-}
-
-static __always_inline int on_accept_exit(struct syscall_exit_ctx *ctx)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
-	struct sock *sk;
-
-	if (ctx->ret < 0)
-		return 0;
-	if (!kernel_hook && !task_wanted(pid_tgid))
-		return 0;
-	sk = sock_of_fd(ctx->ret);
-	if (!sk)
-		return 0;
-	if (kernel_hook) {
-		__u64 *seen = bpf_map_lookup_elem(&seen_by_hook, &tid);
-		bool reported = seen && *seen == (__u64)sk;
-
-		if (seen)
-			bpf_map_delete_elem(&seen_by_hook, &tid);
-		if (reported || !task_wanted(pid_tgid))
-			return 0;
-	}
-	report_accept(sk, pid_tgid, HOOK_TRACEPOINT);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int tp_sys_exit_accept4(struct syscall_exit_ctx *ctx)
-{
-	return on_accept_exit(ctx);
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept")
-int tp_sys_exit_accept(struct syscall_exit_ctx *ctx)
-{
-	return on_accept_exit(ctx);
-}
+#include "accept.bpf.h"

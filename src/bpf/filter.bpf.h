@@ -23,6 +23,7 @@ const volatile __u32 targ_tgid = 0;        /* 0: any process */
 const volatile __u32 targ_netns = 0;       /* 0: any network namespace */
 const volatile __u16 targ_family = 0;      /* 0: both families */
 const volatile bool filter_ports = false;
+const volatile bool ports_either_end = false; /* -P matches the remote port too (tracer), not only the local */
 const volatile bool filter_cgroup = false; /* task's cgroup id must be a key of the --cgroupmap map */
 const volatile bool filter_mntns = false;  /* task's mount ns must be a key of the --mntnsmap map */
 /* One bit per port: a port list or range costs one load, whatever its length. */
@@ -74,27 +75,55 @@ static __always_inline bool in_set(void *outer, __u64 id)
 	return set && bpf_map_lookup_elem(set, &id);
 }
 
+static __always_inline __u32 current_mntns(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+}
+
 /* Filters that depend only on the current task; call them first, they are the cheapest. */
 static __always_inline bool task_wanted(__u64 pid_tgid)
 {
 	if (targ_tgid && (__u32)(pid_tgid >> 32) != targ_tgid)
 		return false;
-	if (filter_cgroup) {
-		if (!in_set(&cgroup_set, bpf_get_current_cgroup_id()))
-			return false;
-	}
-	if (filter_mntns) {
-		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-		if (!in_set(&mntns_set, BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum)))
-			return false;
-	}
+	if (filter_cgroup && !in_set(&cgroup_set, bpf_get_current_cgroup_id()))
+		return false;
+	if (filter_mntns && !in_set(&mntns_set, current_mntns()))
+		return false;
 	return true;
 }
 
-static __always_inline bool port_wanted(__u16 port)
+/* The same filters, for a task remembered earlier (the owner of a connection). */
+static __always_inline bool task_info_wanted(const struct task_info *t)
 {
-	if (!filter_ports)
-		return true;
+	if (targ_tgid && t->pid != targ_tgid)
+		return false;
+	if (filter_cgroup && !in_set(&cgroup_set, t->cgroup_id))
+		return false;
+	if (filter_mntns && !in_set(&mntns_set, t->mntns))
+		return false;
+	return true;
+}
+
+/* True when some filter is about the task: then an event whose task is unknown cannot be shown. */
+static __always_inline bool any_task_filter(void)
+{
+	return targ_tgid || filter_cgroup || filter_mntns;
+}
+
+static __always_inline void current_task_info(struct task_info *t, __u64 pid_tgid)
+{
+	t->cgroup_id = bpf_get_current_cgroup_id();
+	t->pid = pid_tgid >> 32;
+	t->tid = (__u32)pid_tgid;
+	t->uid = (__u32)bpf_get_current_uid_gid();
+	t->mntns = current_mntns();
+	bpf_get_current_comm(t->comm, sizeof(t->comm));
+}
+
+static __always_inline bool port_in_set(__u16 port)
+{
 	return targ_ports[port / 64] & (1ULL << (port % 64));
 }
 
@@ -106,34 +135,50 @@ struct sock_key {
 	__u16 rport;
 };
 
-/* Reads the socket's identity; false if it is not an IPv4/IPv6 TCP stream socket. */
+/* An MPTCP subflow is a TCP socket inside the kernel; the application asked for MPTCP, not TCP. */
+static __always_inline bool is_mptcp_subflow(const struct sock *sk)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+
+	if (!bpf_core_field_exists(tp->is_mptcp))
+		return false;
+	return BPF_CORE_READ_BITFIELD_PROBED(tp, is_mptcp);
+}
+
+/* Reads the socket's identity; false if it is not a plain IPv4/IPv6 TCP stream socket. */
 static __always_inline bool read_sock_key(const struct sock *sk, struct sock_key *key)
 {
 	if (!sk)
 		return false;
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
 		return false;
+	if (is_mptcp_subflow(sk))
+		return false;
 	key->family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (key->family != AF_INET && key->family != AF_INET6)
 		return false;
-	key->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	/* Not skc_num: a socket going to CLOSE gives its port back (skc_num = 0) before the state change. */
+	key->lport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
 	key->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	key->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	return true;
 }
 
+/* The filters about the socket: family, network namespace, ports. */
 static __always_inline bool sock_wanted(const struct sock_key *key)
 {
 	if (targ_family && key->family != targ_family)
 		return false;
 	if (targ_netns && key->netns != targ_netns)
 		return false;
+	if (filter_ports && !port_in_set(key->lport) && !(ports_either_end && port_in_set(key->rport)))
+		return false;
 	return true;
 }
 
 /* Reserves, fills and submits one event for sk; the caller has applied every filter already. */
-static __always_inline void submit_sock_event(const struct sock *sk, const struct sock_key *key, __u64 pid_tgid,
-					      __u8 type, __u8 hook)
+static __always_inline void submit_sock_event(const struct sock *sk, const struct sock_key *key,
+					      const struct task_info *task, __u8 task_source, __u8 type, __u8 hook)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
@@ -142,16 +187,14 @@ static __always_inline void submit_sock_event(const struct sock *sk, const struc
 		return;
 	}
 	e->ts_ns = bpf_ktime_get_ns();
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->pid = pid_tgid >> 32;
-	e->tid = (__u32)pid_tgid;
-	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->task = *task;
 	e->netns = key->netns;
 	e->sport = key->lport;
 	e->dport = key->rport;
 	e->family = key->family;
 	e->type = type;
 	e->hook = hook;
+	e->task_source = task_source;
 	if (key->family == AF_INET) {
 		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
@@ -162,7 +205,6 @@ static __always_inline void submit_sock_event(const struct sock *sk, const struc
 		bpf_core_read(e->saddr, sizeof(e->saddr), &sk->__sk_common.skc_v6_rcv_saddr);
 		bpf_core_read(e->daddr, sizeof(e->daddr), &sk->__sk_common.skc_v6_daddr);
 	}
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, 0);
 }
 

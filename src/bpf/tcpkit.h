@@ -19,12 +19,26 @@ enum hook_kind {
 	HOOK_TRACEPOINT = 3,
 };
 
-struct event {
-	__u64 ts_ns;          /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
-	__u64 cgroup_id;      /* cgroup v2 id of the reporting task */
+/* Whose task_info an event carries. */
+enum task_source {
+	TASK_CURRENT = 1, /* the task the hook ran in: it accepted, or closed, the socket */
+	TASK_OWNER = 2,   /* remembered from connect() or accept(): C events, and X when the network ended it */
+	TASK_UNKNOWN = 3, /* X of a connection made before tcpkit started and ended by the network */
+};
+
+/* A task as filters and events see it; also the value of the tracer's socket -> owner map. */
+struct task_info {
+	__u64 cgroup_id;      /* cgroup v2 id */
 	__u32 pid;            /* thread group id: what users call the PID */
 	__u32 tid;
 	__u32 uid;
+	__u32 mntns;          /* inode number of the mount namespace */
+	__u8 comm[TASK_COMM_LEN];
+};
+
+struct event {
+	__u64 ts_ns;          /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	struct task_info task;
 	__u32 netns;          /* inode number of the socket's network namespace */
 	__u8 saddr[16];       /* local address; IPv4 uses the first 4 bytes */
 	__u8 daddr[16];       /* remote address */
@@ -33,7 +47,7 @@ struct event {
 	__u16 family;         /* AF_INET or AF_INET6 */
 	__u8 type;            /* enum event_type */
 	__u8 hook;            /* enum hook_kind */
-	__u8 comm[TASK_COMM_LEN];
+	__u8 task_source;     /* enum task_source */
 };
 
 #endif /* __TCPKIT_H */

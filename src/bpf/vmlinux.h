@@ -91,11 +91,27 @@ struct sock_common {
 
 struct socket;
 
+/* Set while a task holds the socket lock (lock_sock): state changes then run in that task, not in softirq. */
+typedef struct {
+	int owned;
+} socket_lock_t;
+
 struct sock {
 	struct sock_common __sk_common;
+	socket_lock_t sk_lock;
 	__u16 sk_type;
 	__u16 sk_protocol;
 	struct socket *sk_socket;
+};
+
+/* inet_sport outlives skc_num, which is zeroed when a closing socket gives its port back. */
+struct inet_sock {
+	__be16 inet_sport;
+};
+
+/* MPTCP subflows are TCP sockets underneath an MPTCP one; is_mptcp exists only with CONFIG_MPTCP. */
+struct tcp_sock {
+	bool is_mptcp;
 };
 
 struct file;

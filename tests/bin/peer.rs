@@ -1,12 +1,13 @@
 //! tcpkit-peer: the other end of tcpkit's integration tests, run as its own process so that the PID it
 //! reports differs from the test's. It says what it did on stdout, one `key value` line at a time:
 //! `pid P`, `port P`, `mntns I`, `netns I`, `ready`, then `accepted LPORT RPORT` or `connected LPORT RPORT`
-//! per connection, and `done`. Every mode is bounded by --count and ends by itself.
+//! per connection, and `done`. Every mode is bounded by --count and ends by itself (or, with --hold or
+//! --end hold, when the test closes its stdin).
 use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -21,6 +22,12 @@ struct Cli {
     /// Move into a new network namespace first (with loopback up)
     #[arg(long)]
     new_netns: bool,
+    /// Move into the network namespace of this process first
+    #[arg(long, value_name = "PID")]
+    join_netns: Option<u32>,
+    /// Socket protocol: tcp, or mptcp and sctp (SOCK_STREAM sockets that must never show as TCP)
+    #[arg(long, value_enum, default_value_t = Proto::Tcp)]
+    proto: Proto,
     /// Wait for a line on stdin after `ready` before doing anything
     #[arg(long)]
     wait: bool,
@@ -46,14 +53,62 @@ enum Mode {
         /// Non-blocking listener: wait with poll(), then accept
         #[arg(long)]
         nonblock: bool,
+        /// What to do with each accepted connection
+        #[arg(long, value_enum, default_value_t = End::Close)]
+        end: End,
     },
-    /// Connect --count times to --addr
+    /// Connect --count times to --addr, from --threads threads
     Connect {
         #[arg(long)]
         addr: SocketAddr,
         #[arg(long, default_value_t = 1)]
         count: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// What to do with each connection once connected
+        #[arg(long, value_enum, default_value_t = End::Close)]
+        end: End,
+        /// First connect this many times to --refused-addr, where nothing listens; each must be refused
+        #[arg(long, default_value_t = 0)]
+        refused: usize,
+        #[arg(long, default_value = "127.0.0.1:1")]
+        refused_addr: SocketAddr,
     },
+    /// Send one UDP datagram to --addr from a connected UDP socket
+    Udp {
+        #[arg(long)]
+        addr: SocketAddr,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Tcp,
+    Mptcp,
+    Sctp,
+}
+
+impl Proto {
+    fn number(self) -> i32 {
+        match self {
+            Proto::Tcp => libc::IPPROTO_TCP,
+            Proto::Mptcp => 262,
+            Proto::Sctp => libc::IPPROTO_SCTP,
+        }
+    }
+}
+
+/// How a connection ends.
+#[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// close() at once
+    Close,
+    /// SO_LINGER 0, then close(): the other end gets a reset
+    Reset,
+    /// Keep it open until stdin closes, then close()
+    Hold,
+    /// Keep it open until stdin closes, then reset it
+    HoldReset,
 }
 
 #[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -71,29 +126,168 @@ fn main() {
         unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET) needs root");
         loopback_up().expect("bringing lo up");
     }
+    if let Some(pid) = cli.join_netns {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).expect("opening the network namespace");
+        nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).expect("setns(CLONE_NEWNET) needs root");
+    }
     say(&format!("pid {}", std::process::id()));
     say(&format!("mntns {}", ns_inode("mnt")));
     say(&format!("netns {}", ns_inode("net")));
+    let mut kept = Vec::new();
     match cli.mode {
-        Mode::Listen { addr, count, threads, syscall, nonblock } => {
-            let listener = TcpListener::bind(addr).expect("bind");
+        Mode::Listen { addr, count, threads, syscall, nonblock, end } => {
+            let listener = listen(addr, cli.proto);
             listener.set_nonblocking(nonblock).expect("set_nonblocking");
             say(&format!("port {}", listener.local_addr().unwrap().port()));
             ready(cli.wait);
-            accept_all(listener, count, threads, syscall, nonblock);
+            kept = accept_all(listener, count, threads, syscall, nonblock, end);
         }
-        Mode::Connect { addr, count } => {
+        Mode::Connect { addr, count, threads, end, refused, refused_addr } => {
             ready(cli.wait);
-            for _ in 0..count {
-                let s = TcpStream::connect(addr).expect("connect");
-                say(&format!("connected {} {}", s.local_addr().unwrap().port(), addr.port()));
+            for _ in 0..refused {
+                let err = connect(refused_addr, cli.proto).expect_err("a connect that should be refused");
+                assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "connect {refused_addr}: {err}");
             }
+            kept = connect_all(addr, cli.proto, count, threads, end);
+        }
+        Mode::Udp { addr } => {
+            ready(cli.wait);
+            let any: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
+            let sock = std::net::UdpSocket::bind(any).expect("bind udp");
+            sock.connect(addr).expect("connect udp");
+            sock.send(b"tcpkit").expect("send udp");
+            say(&format!("connected {} {}", sock.local_addr().unwrap().port(), addr.port()));
         }
     }
     say("done");
-    if cli.hold {
+    if cli.hold || !kept.is_empty() {
         let _ = io::stdin().lock().lines().count();
     }
+    drop(kept);
+}
+
+fn end_connection(stream: TcpStream, end: End, kept: &Mutex<Vec<TcpStream>>) {
+    match end {
+        End::Close => drop(stream),
+        End::Reset => {
+            set_linger_zero(&stream);
+            drop(stream);
+        }
+        End::Hold | End::HoldReset => {
+            if end == End::HoldReset {
+                set_linger_zero(&stream);
+            }
+            kept.lock().unwrap().push(stream)
+        }
+    }
+}
+
+/// With SO_LINGER 0, close() sends a reset instead of a FIN.
+fn set_linger_zero(stream: &TcpStream) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: a valid option value of the right size on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
+}
+
+/// A SOCK_STREAM socket of the given protocol, as a std stream type (they work for any stream socket).
+fn stream_socket(addr: SocketAddr, proto: Proto) -> io::Result<i32> {
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, proto.number()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data, large enough for either family.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: storage is large enough and suitably aligned for sockaddr_in.
+            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn listen(addr: SocketAddr, proto: Proto) -> TcpListener {
+    let fd = stream_socket(addr, proto).unwrap_or_else(|e| panic!("socket for {addr}: {e}"));
+    // SAFETY: fd is a fresh socket we own; the TcpListener closes it.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let (sa, len) = sockaddr(addr);
+    let one: libc::c_int = 1;
+    // SAFETY: bind/listen on our socket with a valid address; SO_REUSEADDR with an int.
+    unsafe {
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one as *const _ as *const libc::c_void, 4);
+        assert_eq!(
+            libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len),
+            0,
+            "bind {addr}: {}",
+            io::Error::last_os_error()
+        );
+        assert_eq!(libc::listen(fd, 1024), 0, "listen: {}", io::Error::last_os_error());
+    }
+    listener
+}
+
+fn connect(addr: SocketAddr, proto: Proto) -> io::Result<TcpStream> {
+    if proto == Proto::Tcp {
+        return TcpStream::connect(addr);
+    }
+    let fd = stream_socket(addr, proto)?;
+    // SAFETY: fd is a fresh socket we own; the TcpStream closes it.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let (sa, len) = sockaddr(addr);
+    // SAFETY: connect on our socket with a valid address.
+    if unsafe { libc::connect(fd, &sa as *const _ as *const libc::sockaddr, len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
+/// Makes `count` connections across `threads` threads; returns those kept open (--end hold).
+fn connect_all(addr: SocketAddr, proto: Proto, count: usize, threads: usize, end: End) -> Vec<TcpStream> {
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            let (kept, next) = (kept.clone(), next.clone());
+            std::thread::spawn(move || {
+                while next.fetch_add(1, Ordering::SeqCst) < count {
+                    let s = connect(addr, proto).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+                    say(&format!("connected {} {}", s.local_addr().unwrap().port(), addr.port()));
+                    end_connection(s, end, &kept);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a connecting thread panicked");
+    }
+    Arc::try_unwrap(kept).map(|m| m.into_inner().unwrap()).unwrap_or_default()
 }
 
 fn say(line: &str) {
@@ -115,22 +309,33 @@ fn ns_inode(kind: &str) -> u64 {
 }
 
 /// Accepts `count` connections across `threads` threads; a thread still blocked in accept() when the
-/// count is reached is ended by the process exit.
-fn accept_all(listener: TcpListener, count: usize, threads: usize, syscall: Syscall, nonblock: bool) {
+/// count is reached is ended by the process exit. Returns the connections kept open (--end hold).
+fn accept_all(
+    listener: TcpListener,
+    count: usize,
+    threads: usize,
+    syscall: Syscall,
+    nonblock: bool,
+    end: End,
+) -> Vec<TcpStream> {
     let listener = Arc::new(listener);
     let accepted = Arc::new(AtomicUsize::new(0));
+    let kept = Arc::new(Mutex::new(Vec::new()));
     let (done_tx, done_rx) = mpsc::channel();
     for _ in 0..threads {
-        let (listener, accepted, done_tx) = (listener.clone(), accepted.clone(), done_tx.clone());
+        let (listener, accepted, kept, done_tx) = (listener.clone(), accepted.clone(), kept.clone(), done_tx.clone());
         std::thread::spawn(move || loop {
             let Some(stream) = accept_one(&listener, syscall, nonblock) else { continue };
             say(&format!("accepted {} {}", stream.local_addr().unwrap().port(), stream.peer_addr().unwrap().port()));
+            end_connection(stream, end, &kept);
             if accepted.fetch_add(1, Ordering::SeqCst) + 1 == count {
                 let _ = done_tx.send(());
             }
         });
     }
     done_rx.recv_timeout(Duration::from_secs(120)).expect("accepted fewer connections than --count within 120 s");
+    let streams = std::mem::take(&mut *kept.lock().unwrap());
+    streams
 }
 
 fn accept_one(listener: &TcpListener, syscall: Syscall, nonblock: bool) -> Option<TcpStream> {

@@ -10,6 +10,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -190,6 +191,28 @@ impl Tcpkit {
         }
     }
 
+    /// Waits until each predicate holds for some line (already seen, or still to come); returns the first
+    /// line each one matched, in the predicates' order. Events of separate sockets may come in any order.
+    pub fn expect_all(&mut self, what: &str, preds: &[&dyn Fn(&str) -> bool]) -> Vec<String> {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let seen = &self.stdout.seen;
+            let found: Vec<Option<usize>> = preds.iter().map(|p| seen.iter().position(|l| p(l))).collect();
+            if found.iter().all(Option::is_some) {
+                return found.into_iter().map(|i| seen[i.unwrap()].clone()).collect();
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if self.stdout.find(left, |_| true).is_none() {
+                let missing: Vec<usize> = (0..preds.len()).filter(|&i| found[i].is_none()).collect();
+                panic!(
+                    "{what}: no line for predicates {missing:?} within {DEADLINE:?}; lines seen: {:#?}\nstderr: {}",
+                    self.stdout.seen,
+                    self.stderr()
+                );
+            }
+        }
+    }
+
     /// Sends `signal`, waits for the exit, and returns the status and any lines printed meanwhile.
     pub fn stop_with(mut self, signal: Signal) -> (ExitStatus, Vec<String>, String) {
         kill(Pid::from_raw(self.child.id() as i32), signal).expect("signalling tcpkit");
@@ -201,6 +224,16 @@ impl Tcpkit {
 
     pub fn stop(self) -> (ExitStatus, Vec<String>, String) {
         self.stop_with(Signal::SIGINT)
+    }
+
+    /// Stops tcpkit, which first prints what the kernel had queued, and returns every line it printed
+    /// after its header: absence from these is conclusive for events that happened before the call.
+    pub fn stop_and_collect(mut self) -> Vec<String> {
+        let header_lines = self.header.lines().count();
+        let seen = std::mem::take(&mut self.stdout.seen);
+        let (status, rest, stderr) = self.stop();
+        assert_eq!(status.code(), Some(0), "tcpkit did not end cleanly: {stderr}");
+        seen.into_iter().skip(header_lines).chain(rest).collect()
     }
 }
 
@@ -352,4 +385,78 @@ pub fn cgroup2_root() -> PathBuf {
         }
     }
     panic!("no cgroup v2 hierarchy is mounted: the cgroup tests need one (mount -t cgroup2 none /sys/fs/cgroup)");
+}
+
+pub fn v4(port: u16) -> SocketAddr {
+    SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))
+}
+
+pub fn v6(port: u16) -> SocketAddr {
+    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))
+}
+
+/// A BPF map pinned under /sys/fs/bpf for the filter flags, holding `keys` (value bytes all 1).
+pub fn pinned_map(kind: MapType, name: &str, key_size: u32, value_size: u32, keys: &[u64]) -> PathBuf {
+    ensure_bpffs();
+    let path = PathBuf::from(format!("/sys/fs/bpf/tcpkit-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let mut map = MapHandle::create(kind, Some(name), key_size, value_size, 64, &opts).expect("creating a map");
+    for key in keys {
+        map.update(&key.to_ne_bytes()[..key_size as usize], &vec![1u8; value_size as usize], MapFlags::ANY)
+            .expect("filling the map");
+    }
+    map.pin(&path).expect("pinning the map");
+    path
+}
+
+/// A pinned hash map, as --cgroupmap and --mntnsmap want.
+pub fn pinned_hash(name: &str, key_size: u32, value_size: u32, keys: &[u64]) -> PathBuf {
+    pinned_map(MapType::Hash, name, key_size, value_size, keys)
+}
+
+/// IDs of the BPF objects of one kind ("prog_id" or "map_id") a process holds, from /proc/PID/fdinfo.
+pub fn bpf_ids_of(pid: u32, kind: &str) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
+        let info = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if let Some(id) = info.lines().find_map(|l| l.strip_prefix(kind).and_then(|r| r.strip_prefix(':'))) {
+            ids.push(id.trim().parse().unwrap());
+        }
+    }
+    ids
+}
+
+pub fn bpf_prog_ids_of(pid: u32) -> Vec<u32> {
+    bpf_ids_of(pid, "prog_id")
+}
+
+/// Number of entries in the map called `name` that process `pid` holds.
+pub fn map_entries_of(pid: u32, name: &str) -> usize {
+    for id in bpf_ids_of(pid, "map_id") {
+        let Ok(map) = MapHandle::from_map_id(id) else { continue };
+        if map.name() == name {
+            return map.keys().count();
+        }
+    }
+    panic!("process {pid} holds no BPF map named {name}");
+}
+
+pub fn assert_usage_error(args: &[&str], needle: &str) {
+    let (status, out, err) = run_tcpkit(args);
+    assert_eq!(status.code(), Some(2), "{args:?} → {err}");
+    assert!(out.is_empty(), "{args:?} printed on stdout: {out}");
+    assert_eq!(err.lines().count(), 1, "{args:?} error is not one line: {err}");
+    assert!(err.starts_with("tcpkit: ") && err.contains(needle), "{args:?} → {err:?}, wanted {needle:?}");
+}
+
+pub fn assert_runtime_error(args: &[&str], needle: &str) {
+    let (status, out, err) = run_tcpkit(args);
+    assert_eq!(status.code(), Some(1), "{args:?} → {err}");
+    assert!(out.is_empty(), "{args:?} printed on stdout: {out}");
+    assert_eq!(err.lines().count(), 1, "{args:?} error is not one line: {err}");
+    assert!(err.starts_with("tcpkit: ") && err.contains(needle), "{args:?} → {err:?}, wanted {needle:?}");
 }

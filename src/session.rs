@@ -1,0 +1,100 @@
+//! What every subcommand does, in one place: check the machine, pick a backend, open, configure, load and
+//! attach its BPF object, then read events until told to stop. Every tcpkit object includes filter.bpf.h
+//! and accept.bpf.h, so every skeleton has the same filter rodata, maps and accept programs; a subcommand
+//! supplies only its skeleton, what -P matches, its attach order and its layout.
+use std::mem::MaybeUninit;
+
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{Link, Map, MapCore, Object, OpenObject};
+
+use crate::backend::{self, Backend};
+use crate::cli::{FilterArgs, RunArgs};
+use crate::error::{Context, Error, Result};
+use crate::filter::{FilterRodata, Filters, PinnedSets};
+use crate::format::Format;
+use crate::{kernel, preflight, ring};
+
+/// The parts of a subcommand's object that differ from the others.
+pub struct Plan {
+    /// -P matches the remote port too (tracer: either end), not only the local one (accept).
+    pub ports_either_end: bool,
+    /// Programs by name, in the order to attach them; those not loaded with the chosen backend are skipped.
+    pub attach_order: &'static [&'static str],
+}
+
+/// A generated skeleton builder, with typed access to the two things only its own types know: the
+/// rodata (to write filters) and the .bss counter of events lost on a full ring.
+pub trait Tool: for<'obj> SkelBuilder<'obj> + Default {
+    fn rodata<'a, 'obj>(open: &'a mut <Self as SkelBuilder<'obj>>::Output) -> &'a mut dyn FilterRodata;
+    fn lost_events<'a, 'obj>(loaded: &'a Loaded<'obj, Self>) -> &'a u64;
+}
+
+pub type Loaded<'obj, T> = <<T as SkelBuilder<'obj>>::Output as OpenSkel<'obj>>::Output;
+
+pub fn run<T: Tool>(filter: &FilterArgs, run: &RunArgs, plan: &Plan, format: &mut impl Format) -> Result<()> {
+    let filters = Filters::from_args(filter)?;
+    preflight::check()?;
+    let pinned = filters.open_pinned_maps()?;
+    kernel::set_libbpf_log(run.debug);
+    let mut slots = [const { MaybeUninit::uninit() }; 3];
+    let (_backend, (skel, _links)) = backend::load_first(run.backend, &mut slots, run.debug, |backend, slot| {
+        load::<T>(backend, slot, &filters, &pinned, plan)
+    })?;
+    let events = map(skel.object(), "events")?;
+    let lost = T::lost_events(&skel);
+    ring::run(&events, || kernel::read_counter(lost), format)
+}
+
+fn load<'obj, T: Tool>(
+    backend: Backend,
+    slot: &'obj mut MaybeUninit<OpenObject>,
+    filters: &Filters,
+    pinned: &PinnedSets,
+    plan: &Plan,
+) -> Result<(Loaded<'obj, T>, Vec<Link>)> {
+    let mut open = T::default().open(slot).context(|| "opening the BPF object".into())?;
+    let kernel_hook = select_accept_hook(backend, open.open_object_mut());
+    let rodata = T::rodata(&mut open);
+    filters.write_rodata(rodata, plan.ports_either_end);
+    *rodata.filters_mut().kernel_hook = kernel_hook;
+    pinned.shape_holders(open.open_object_mut())?;
+    let skel = open.load().context(|| format!("loading the {backend} programs"))?;
+    pinned.fill_holders(&map(skel.object(), "cgroup_set")?, &map(skel.object(), "mntns_set")?)?;
+    let links = attach(skel.object(), plan.attach_order)?;
+    Ok((skel, links))
+}
+
+/// Loads the accept hook of `backend` (fexit in the signature this kernel has, or the kretprobe); the
+/// syscall-exit programs always load. Returns whether a kernel hook loads, for the `kernel_hook` rodata.
+fn select_accept_hook(backend: Backend, object: &mut OpenObject) -> bool {
+    // 6.10 changed inet_csk_accept's arguments; struct proto_accept_arg came with the change.
+    let new_signature = backend == Backend::Fentry && kernel::has_btf_struct("proto_accept_arg");
+    for mut prog in object.progs_mut() {
+        let load = match prog.name().to_str() {
+            Some("fexit_inet_csk_accept") => backend == Backend::Fentry && !new_signature,
+            Some("fexit_inet_csk_accept_v610") => new_signature,
+            Some("kretprobe_inet_csk_accept") => backend == Backend::Kprobe,
+            _ => continue,
+        };
+        prog.set_autoload(load);
+    }
+    backend != Backend::Tracepoint
+}
+
+fn attach(object: &Object, order: &[&str]) -> Result<Vec<Link>> {
+    let mut links = Vec::new();
+    for name in order {
+        let prog = object
+            .progs_mut()
+            .find(|p| p.name() == *name)
+            .ok_or_else(|| Error::runtime(format!("the BPF object has no program {name}")))?;
+        if prog.autoload() {
+            links.push(prog.attach().context(|| format!("attaching {name}"))?);
+        }
+    }
+    Ok(links)
+}
+
+fn map<'a>(object: &'a Object, name: &str) -> Result<Map<'a>> {
+    object.maps().find(|m| m.name() == name).ok_or_else(|| Error::runtime(format!("the BPF object has no map {name}")))
+}

@@ -1,0 +1,511 @@
+//! `tcpkit tracer` against real sockets and real BPF. The client and the server are separate tcpkit-peer
+//! processes, so every line's PID says which side it names; each test reads like the man page case it checks.
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+const PEER: &str = "tcpkit-peer";
+type LinePredicate = dyn Fn(&str) -> bool;
+
+const BANNER: &str = "Tracing TCP established connections. Ctrl-C to end.";
+
+fn start(args: &[&str]) -> Tcpkit {
+    let mut all = vec!["tracer"];
+    all.extend_from_slice(args);
+    let tcpkit = Tcpkit::start_with_header_lines(&all, 2);
+    assert!(tcpkit.header.starts_with(&format!("{BANNER}\n")), "no banner: {:?}", tcpkit.header);
+    tcpkit
+}
+
+/// bcc tcptracer's row: `%-2s %-6d %-16s %-2d %-16s %-16s %-6d %-6d`.
+#[allow(clippy::too_many_arguments)]
+fn row(kind: &str, pid: u32, comm: &str, ip: u8, saddr: &str, daddr: &str, sport: u16, dport: u16) -> String {
+    format!("{kind:<2} {pid:<6} {comm:<16} {ip:<2} {saddr:<16} {daddr:<16} {sport:<6} {dport:<6}")
+}
+
+/// A default-layout line of type `kind` for the socket with local port `sport` and remote port `dport`.
+fn event(kind: &'static str, sport: u16, dport: u16) -> impl Fn(&str) -> bool {
+    move |l: &str| {
+        col_from_end(l, 7) == kind && col_from_end(l, 1) == sport.to_string() && col_from_end(l, 0) == dport.to_string()
+    }
+}
+
+/// Any line about the socket with local port `sport` and remote port `dport`, in any layout.
+fn about(sport: u16, dport: u16) -> impl Fn(&str) -> bool {
+    move |l: &str| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        cols.windows(2).any(|w| w[0] == sport.to_string() && w[1] == dport.to_string())
+    }
+}
+
+/// The ports of the connections a peer reported (`connected L R` / `accepted L R`), as (local, remote).
+fn reported(peer: &mut Peer, what: &str, n: usize) -> Vec<(u16, u16)> {
+    let prefix = format!("{what} ");
+    while peer.lines_starting(&prefix).len() < n {
+        peer.out.find(DEADLINE, |l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("peer: fewer than {n} {what}"));
+    }
+    peer.lines_starting(&prefix)
+        .iter()
+        .map(|l| {
+            let mut it = l[prefix.len()..].split(' ').map(|p| p.parse::<u16>().unwrap());
+            (it.next().unwrap(), it.next().unwrap())
+        })
+        .collect()
+}
+
+/// One connection from a client peer to a server peer, both ending with a plain close().
+fn one_connection(
+    server_global: &[&str],
+    server_args: &[&str],
+    client_global: &[&str],
+    addr: impl Fn(u16) -> SocketAddr,
+) -> (Peer, Peer, u16) {
+    let mut server = Peer::listen(server_global, server_args);
+    let target = addr(server.port).to_string();
+    let mut client = Peer::spawn(client_global, "connect", &["--addr", &target]);
+    let (cport, _) = reported(&mut client, "connected", 1)[0];
+    server.expect_accepted(cport);
+    (server, client, cport)
+}
+
+#[test]
+fn connect_accept_and_both_closes_ipv4_are_exact_bcc_rows() {
+    let mut tcpkit = start(&[]);
+    assert_eq!(
+        tcpkit.header,
+        format!("{BANNER}\nT  PID    COMM             IP SADDR            DADDR            SPORT  DPORT ")
+    );
+    let (server, client, cport) = one_connection(&[], &[], &[], v4);
+    let sport = server.port;
+    let lines = tcpkit.expect_all(
+        "the four events of one IPv4 connection",
+        &[&event("C", cport, sport), &event("A", sport, cport), &event("X", cport, sport), &event("X", sport, cport)],
+    );
+    let ip = "127.0.0.1";
+    assert_eq!(lines[0], row("C", client.pid, PEER, 4, ip, ip, cport, sport));
+    assert_eq!(lines[1], row("A", server.pid, PEER, 4, ip, ip, sport, cport));
+    assert_eq!(lines[2], row("X", client.pid, PEER, 4, ip, ip, cport, sport));
+    assert_eq!(lines[3], row("X", server.pid, PEER, 4, ip, ip, sport, cport));
+}
+
+#[test]
+fn ipv6_connections_show_bracketed_addresses() {
+    let mut tcpkit = start(&[]);
+    let (server, client, cport) = one_connection(&[], &["--addr", "[::1]:0"], &[], v6);
+    let sport = server.port;
+    let lines = tcpkit.expect_all(
+        "the four events of one IPv6 connection",
+        &[&event("C", cport, sport), &event("A", sport, cport), &event("X", cport, sport), &event("X", sport, cport)],
+    );
+    let ip = "[::1]";
+    assert_eq!(lines[0], row("C", client.pid, PEER, 6, ip, ip, cport, sport));
+    assert_eq!(lines[1], row("A", server.pid, PEER, 6, ip, ip, sport, cport));
+    assert_eq!(lines[2], row("X", client.pid, PEER, 6, ip, ip, cport, sport));
+    assert_eq!(lines[3], row("X", server.pid, PEER, 6, ip, ip, sport, cport));
+}
+
+#[test]
+fn ipv6_socket_connecting_to_ipv4_mapped_address_is_reported() {
+    // bcc tcptracer and libbpf-tools lose this connect: tcp_v6_connect hands it to tcp_v4_connect.
+    let mut tcpkit = start(&[]);
+    let mapped = |port| format!("[::ffff:127.0.0.1]:{port}").parse().unwrap();
+    let (server, client, cport) = one_connection(&[], &["--addr", "[::]:0"], &[], mapped);
+    let sport = server.port;
+    let lines = tcpkit.expect_all(
+        "the events of an IPv4-mapped connection",
+        &[&event("C", cport, sport), &event("A", sport, cport), &event("X", cport, sport), &event("X", sport, cport)],
+    );
+    let ip = "[::ffff:127.0.0.1]";
+    assert_eq!(lines[0], row("C", client.pid, PEER, 6, ip, ip, cport, sport));
+    assert_eq!(lines[1], row("A", server.pid, PEER, 6, ip, ip, sport, cport));
+    assert_eq!(lines[2], row("X", client.pid, PEER, 6, ip, ip, cport, sport));
+}
+
+/// bcc tcptracer -v's row: `%-12s %-6d %-16s %-2d %-16s %-16s %-6d %-6d` and ` %-8d` NETNS.
+#[allow(clippy::too_many_arguments)]
+fn verbose_row(word: &str, pid: u32, ip: u8, addr: &str, sport: u16, dport: u16, netns: Option<u64>) -> String {
+    let base = format!("{word:<12} {pid:<6} {PEER:<16} {ip:<2} {addr:<16} {addr:<16} {sport:<6} {dport:<6}");
+    match netns {
+        Some(ns) => format!("{base} {ns:<8}"),
+        None => base,
+    }
+}
+
+#[test]
+fn verbose_spells_types_and_shows_the_network_namespace() {
+    let mut tcpkit = start(&["-v"]);
+    assert_eq!(
+        tcpkit.header,
+        format!("{BANNER}\nTYPE         PID    COMM             IP SADDR            DADDR            SPORT  DPORT  NETNS   ")
+    );
+    let (server, client, cport) = one_connection(&[], &[], &[], v4);
+    let (sport, ns) = (server.port, Some(server.netns));
+    let word = |w: &'static str, a: u16, b: u16| move |l: &str| l.starts_with(w) && about(a, b)(l);
+    let lines = tcpkit.expect_all(
+        "verbose events",
+        &[&word("connect", cport, sport), &word("accept", sport, cport), &word("close", cport, sport)],
+    );
+    assert_eq!(lines[0], verbose_row("connect", client.pid, 4, "127.0.0.1", cport, sport, ns));
+    assert_eq!(lines[1], verbose_row("accept", server.pid, 4, "127.0.0.1", sport, cport, ns));
+    assert_eq!(lines[2], verbose_row("close", client.pid, 4, "127.0.0.1", cport, sport, ns));
+}
+
+#[test]
+fn netns_flag_drops_the_netns_column_and_other_namespaces() {
+    // A connection in a namespace the test makes: -v shows its inode; -N shows only it.
+    let mut host = start(&["-v"]);
+    let mut server = Peer::listen(&["--new-netns", "--hold"], &[]);
+    let netns = server.netns.to_string();
+    let mut only = start(&["-v", "-N", &netns]);
+    assert_eq!(
+        only.header,
+        format!("{BANNER}\nTYPE         PID    COMM             IP SADDR            DADDR            SPORT  DPORT  ")
+    );
+    // First a connection in the test's own namespace, then one inside the new one.
+    let (outside_server, _oc, ocport) = one_connection(&[], &[], &[], v4);
+    let pid = server.pid.to_string();
+    let mut client = Peer::spawn(&["--join-netns", &pid], "connect", &["--addr", &v4(server.port).to_string()]);
+    let (cport, _) = reported(&mut client, "connected", 1)[0];
+    server.expect_accepted(cport);
+    let sport = server.port;
+
+    let ns = Some(server.netns);
+    let seen = host.expect_all("events in the new namespace", &[&about(cport, sport), &about(sport, cport)]);
+    assert_eq!(seen[0], verbose_row("connect", client.pid, 4, "127.0.0.1", cport, sport, ns));
+    assert_eq!(seen[1], verbose_row("accept", server.pid, 4, "127.0.0.1", sport, cport, ns));
+    let inode = std::fs::metadata(format!("/proc/{}/ns/net", server.pid)).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.ino()
+    });
+    assert_eq!(inode.unwrap(), server.netns, "NETNS must be what stat -L -c %i /proc/PID/ns/net says");
+
+    let lines = only.expect_all("events with -N", &[&about(cport, sport), &about(sport, cport)]);
+    assert_eq!(lines[0], verbose_row("connect", client.pid, 4, "127.0.0.1", cport, sport, None));
+    let all = only.stop_and_collect();
+    assert!(
+        !all.iter().any(|l| about(ocport, outside_server.port)(l) || about(outside_server.port, ocport)(l)),
+        "-N {netns} printed a connection of another namespace: {all:#?}"
+    );
+}
+
+#[test]
+fn netns_flag_with_the_man_page_example_inode() {
+    // `tcpkit tracer -N 4026531969`: connections in the namespace with that inode, and no others.
+    let example: u64 = 4026531969;
+    let tcpkit = start(&["-N", &example.to_string()]);
+    let (server, _client, cport) = one_connection(&[], &[], &[], v4);
+    let (mine, sport) = (server.netns, server.port);
+    drop(server);
+    let lines = tcpkit.stop_and_collect();
+    let shown = lines.iter().any(|l| about(cport, sport)(l) || about(sport, cport)(l));
+    assert_eq!(shown, mine == example, "namespace {mine}: lines {lines:#?}");
+}
+
+#[test]
+fn timestamp_flag_prints_seconds_and_with_verbose_nanoseconds() {
+    let mut plain = start(&["-t"]);
+    let mut verbose = start(&["-t", "-v"]);
+    assert!(plain
+        .header
+        .ends_with("\nTIME(s)  T  PID    COMM             IP SADDR            DADDR            SPORT  DPORT "));
+    assert!(verbose.header.ends_with("\nTIME(ns)      TYPE         PID    COMM             IP SADDR            DADDR            SPORT  DPORT  NETNS   "));
+    let (server, client, cport) = one_connection(&[], &[], &[], v4);
+    let line = plain.expect_line("a -t connect", |l| about(cport, server.port)(l) && l.contains(" C "));
+    let (time, rest) = line.split_at(9);
+    let secs: f64 = time.trim().parse().unwrap_or_else(|_| panic!("TIME(s) of {line:?}"));
+    assert!(time.trim().split('.').nth(1).map(str::len) == Some(3) && secs >= 0.0, "{line:?}");
+    assert_eq!(rest, row("C", client.pid, PEER, 4, "127.0.0.1", "127.0.0.1", cport, server.port));
+    let line = verbose.expect_line("a -t -v connect", |l| about(cport, server.port)(l) && l.contains(" connect "));
+    let (time, rest) = line.split_at(14);
+    time.trim().parse::<u64>().unwrap_or_else(|_| panic!("TIME(ns) of {line:?}"));
+    assert!(rest.starts_with("connect      "), "{line:?}");
+}
+
+#[test]
+fn pid_filter_keeps_only_that_process() {
+    let mut server = Peer::listen(&[], &["--count", "2"]);
+    let target = v4(server.port).to_string();
+    let mut wanted = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
+    let mut other = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
+    let mut tcpkit = start(&["-p", &wanted.pid.to_string()]);
+    other.go();
+    let (oport, _) = reported(&mut other, "connected", 1)[0];
+    server.expect_accepted(oport);
+    wanted.go();
+    let (wport, _) = reported(&mut wanted, "connected", 1)[0];
+    let lines = tcpkit
+        .expect_all("the wanted client's events", &[&event("C", wport, server.port), &event("X", wport, server.port)]);
+    assert_eq!(lines[0], row("C", wanted.pid, PEER, 4, "127.0.0.1", "127.0.0.1", wport, server.port));
+    server.expect_accepted(wport);
+    let all = tcpkit.stop_and_collect();
+    assert!(all.iter().all(|l| col_from_end(l, 6) == wanted.pid.to_string()), "another PID: {all:#?}");
+}
+
+#[test]
+fn port_filter_matches_either_end() {
+    let mut wanted = Peer::listen(&[], &[]);
+    let mut other = Peer::listen(&[], &[]);
+    let mut tcpkit = start(&["-P", &wanted.port.to_string()]);
+    let (_o, oport) = connect(v4(other.port));
+    other.expect_accepted(oport);
+    let (c, cport) = connect(v4(wanted.port));
+    wanted.expect_accepted(cport);
+    drop(c);
+    let p = wanted.port;
+    tcpkit.expect_all(
+        "events with the port at either end",
+        &[&event("C", cport, p), &event("A", p, cport), &event("X", p, cport), &event("X", cport, p)],
+    );
+    let all = tcpkit.stop_and_collect();
+    assert!(!all.iter().any(|l| about(oport, other.port)(l) || about(other.port, oport)(l)), "{all:#?}");
+}
+
+fn with_port(any: &str, port: u16) -> SocketAddr {
+    let mut addr: SocketAddr = any.parse().unwrap();
+    addr.set_port(port);
+    addr
+}
+
+#[test]
+fn family_flags_keep_one_family() {
+    let (any4, any6) = ("127.0.0.1:0", "[::1]:0");
+    for (flag, kept_ip, kept, dropped) in [("-4", 4u8, any4, any6), ("-6", 6u8, any6, any4)] {
+        let mut tcpkit = start(&[flag]);
+        let (dserver, _dc, dport) = one_connection(&[], &["--addr", dropped], &[], |p| with_port(dropped, p));
+        let (kserver, _kc, kport) = one_connection(&[], &["--addr", kept], &[], |p| with_port(kept, p));
+        tcpkit.expect_all(
+            &format!("{flag} events"),
+            &[&event("C", kport, kserver.port), &event("A", kserver.port, kport)],
+        );
+        let all = tcpkit.stop_and_collect();
+        assert!(
+            !all.iter().any(|l| about(dport, dserver.port)(l) || about(dserver.port, dport)(l)),
+            "{flag}: {all:#?}"
+        );
+        assert!(all.iter().all(|l| col_from_end(l, 4) == kept_ip.to_string()), "{flag}: {all:#?}");
+    }
+}
+
+#[test]
+fn sixty_four_threads_connecting_and_accepting_all_reported_with_their_pids() {
+    let mut tcpkit = start(&[]);
+    let mut server = Peer::listen(&[], &["--threads", "64", "--count", "64"]);
+    let target = v4(server.port).to_string();
+    let mut client = Peer::spawn(&[], "connect", &["--addr", &target, "--threads", "64", "--count", "64"]);
+    let conns = reported(&mut client, "connected", 64);
+    reported(&mut server, "accepted", 64);
+    let sport = server.port;
+    let mut preds: Vec<Box<LinePredicate>> = Vec::new();
+    for &(cport, _) in &conns {
+        preds.push(Box::new(event("C", cport, sport)));
+        preds.push(Box::new(event("A", sport, cport)));
+        preds.push(Box::new(event("X", cport, sport)));
+        preds.push(Box::new(event("X", sport, cport)));
+    }
+    let refs: Vec<&LinePredicate> = preds.iter().map(|p| p.as_ref()).collect();
+    let lines = tcpkit.expect_all("256 events of 64 connections", &refs);
+    let ip = "127.0.0.1";
+    for (i, &(cport, _)) in conns.iter().enumerate() {
+        assert_eq!(lines[4 * i], row("C", client.pid, PEER, 4, ip, ip, cport, sport));
+        assert_eq!(lines[4 * i + 1], row("A", server.pid, PEER, 4, ip, ip, sport, cport));
+        assert_eq!(lines[4 * i + 2], row("X", client.pid, PEER, 4, ip, ip, cport, sport));
+        assert_eq!(lines[4 * i + 3], row("X", server.pid, PEER, 4, ip, ip, sport, cport));
+    }
+    let all = tcpkit.stop_and_collect();
+    for &(cport, _) in &conns {
+        let n = all.iter().filter(|l| about(cport, sport)(l) || about(sport, cport)(l)).count();
+        assert_eq!(n, 4, "connection from port {cport}: {n} lines, not 4");
+    }
+}
+
+#[test]
+fn refused_connects_leave_nothing_behind_and_a_later_connect_is_reported() {
+    // tcptracer-bpf #21: a long run of failed connects filled a map and stopped later events.
+    let server = Peer::listen(&[], &[]);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }; // nothing listens there any more
+    let target = v4(server.port).to_string();
+    let refused = "100000";
+    let mut client = Peer::spawn(
+        &["--wait"],
+        "connect",
+        &["--addr", &target, "--refused", refused, "--refused-addr", &closed.to_string()],
+    );
+    let mut tcpkit = start(&["-p", &client.pid.to_string()]);
+    client.go();
+    let (cport, _) = reported(&mut client, "connected", 1)[0];
+    let line = tcpkit.expect_line("the connect after the refused ones", event("C", cport, server.port));
+    assert_eq!(line, row("C", client.pid, PEER, 4, "127.0.0.1", "127.0.0.1", cport, server.port));
+    let owners = map_entries_of(tcpkit.pid(), "owners");
+    assert!(owners <= 2, "{refused} refused connects left {owners} entries in the owners map");
+    let all = tcpkit.stop_and_collect();
+    let connects = all.iter().filter(|l| col_from_end(l, 7) == "C").count();
+    assert_eq!(connects, 1, "refused connects printed lines: {all:#?}");
+}
+
+#[test]
+fn reset_by_the_peer_names_the_owner_not_the_running_task() {
+    // The server resets at once (SO_LINGER 0): the client's end dies in softirq, usually while the server
+    // process is the one running. Its X must name the client; the server's X names the server.
+    for filtered in [false, true] {
+        let mut server = Peer::listen(&["--wait"], &["--end", "reset"]);
+        let target = v4(server.port).to_string();
+        let mut client = Peer::spawn(&["--wait"], "connect", &["--addr", &target, "--end", "hold"]);
+        let pid = client.pid.to_string();
+        let args: Vec<&str> = if filtered { vec!["-p", &pid] } else { vec![] };
+        let mut tcpkit = start(&args);
+        server.go();
+        client.go();
+        let (cport, _) = reported(&mut client, "connected", 1)[0];
+        server.expect_accepted(cport);
+        let sport = server.port;
+        let x = tcpkit.expect_line("the client's X after the reset", event("X", cport, sport));
+        assert_eq!(x, row("X", client.pid, PEER, 4, "127.0.0.1", "127.0.0.1", cport, sport));
+        drop(client); // closes the dead socket: no second X
+        let all = tcpkit.stop_and_collect();
+        assert_eq!(all.iter().filter(|l| event("X", cport, sport)(l)).count(), 1, "{all:#?}");
+        let server_x: Vec<&String> = all.iter().filter(|l| event("X", sport, cport)(l)).collect();
+        if filtered {
+            assert!(server_x.is_empty(), "-p {pid} printed the server's close: {all:#?}");
+        } else {
+            assert_eq!(server_x, [&row("X", server.pid, PEER, 4, "127.0.0.1", "127.0.0.1", sport, cport)]);
+        }
+    }
+}
+
+#[test]
+fn connections_from_before_start_close_with_the_closer_or_unknown() {
+    // Opened before tcpkit: C and A are history. A close by a process names it; an end by the network
+    // (here a reset from the server) cannot know the owner: PID 0, [unknown]; -p leaves such lines out.
+    for filtered in [false, true] {
+        let mut server = Peer::listen(&[], &["--end", "hold-reset"]);
+        let target = v4(server.port).to_string();
+        let mut client = Peer::spawn(&[], "connect", &["--addr", &target, "--end", "hold"]);
+        let (cport, _) = reported(&mut client, "connected", 1)[0];
+        server.expect_accepted(cport);
+        let sport = server.port;
+        let spid = server.pid.to_string();
+        let args: Vec<&str> = if filtered { vec!["-p", &spid] } else { vec![] };
+        let mut tcpkit = start(&args);
+        drop(server); // its stdin closes: it resets the connection and exits
+        let x = tcpkit.expect_line("the server's X", event("X", sport, cport));
+        assert_eq!(x, row("X", spid.parse().unwrap(), PEER, 4, "127.0.0.1", "127.0.0.1", sport, cport));
+        drop(client);
+        let all = tcpkit.stop_and_collect();
+        let client_x: Vec<&String> = all.iter().filter(|l| event("X", cport, sport)(l)).collect();
+        if filtered {
+            assert!(client_x.is_empty(), "-p printed a close with no known task: {all:#?}");
+        } else {
+            assert_eq!(client_x, [&row("X", 0, "[unknown]", 4, "127.0.0.1", "127.0.0.1", cport, sport)]);
+        }
+        assert!(!all.iter().any(|l| col_from_end(l, 7) == "C" || col_from_end(l, 7) == "A"), "{all:#?}");
+    }
+}
+
+#[test]
+fn connection_from_before_start_closed_by_its_process_names_it() {
+    let mut server = Peer::listen(&[], &["--end", "hold"]);
+    let target = v4(server.port).to_string();
+    let mut client = Peer::spawn(&[], "connect", &["--addr", &target, "--end", "hold"]);
+    let (cport, _) = reported(&mut client, "connected", 1)[0];
+    server.expect_accepted(cport);
+    let sport = server.port;
+    let mut tcpkit = start(&[]);
+    let (cpid, spid) = (client.pid, server.pid);
+    drop(client);
+    let x = tcpkit.expect_line("the client's X", event("X", cport, sport));
+    assert_eq!(x, row("X", cpid, PEER, 4, "127.0.0.1", "127.0.0.1", cport, sport));
+    drop(server);
+    let x = tcpkit.expect_line("the server's X", event("X", sport, cport));
+    assert_eq!(x, row("X", spid, PEER, 4, "127.0.0.1", "127.0.0.1", sport, cport));
+}
+
+/// Whether this kernel can make a socket of `proto` (MPTCP and SCTP may be compiled out or modules).
+fn protocol_available(proto: i32) -> bool {
+    // SAFETY: socket(2) and close(2) on the result.
+    let fd = unsafe { nix::libc::socket(nix::libc::AF_INET, nix::libc::SOCK_STREAM, proto) };
+    if fd >= 0 {
+        unsafe { nix::libc::close(fd) };
+    }
+    fd >= 0
+}
+
+#[test]
+fn mptcp_sctp_and_udp_never_show_as_tcp() {
+    let mut tcpkit = start(&[]);
+    let mut other_ports = Vec::new();
+    let mut tested = Vec::new();
+    for (name, number) in [("mptcp", 262), ("sctp", 132)] {
+        if !protocol_available(number) {
+            eprintln!("NOTICE: this kernel cannot make {name} sockets; the {name} case is not checked here");
+            continue;
+        }
+        let (server, _client, cport) = one_connection(&["--proto", name], &[], &["--proto", name], v4);
+        other_ports.push((cport, server.port));
+        tested.push(name);
+    }
+    let udp_server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut udp = Peer::spawn(&[], "udp", &["--addr", &udp_server.local_addr().unwrap().to_string()]);
+    let (uport, _) = reported(&mut udp, "connected", 1)[0];
+    other_ports.push((uport, udp_server.local_addr().unwrap().port()));
+    // A TCP connection last: once its lines are in, any line for the others would have come before.
+    let (server, _client, cport) = one_connection(&[], &[], &[], v4);
+    tcpkit.expect_all("the TCP marker", &[&event("X", cport, server.port), &event("X", server.port, cport)]);
+    let seen = &tcpkit.stdout.seen;
+    for (a, b) in other_ports {
+        assert!(!seen.iter().any(|l| about(a, b)(l) || about(b, a)(l)), "a non-TCP socket showed: {seen:#?}");
+    }
+    eprintln!("checked as non-TCP: {tested:?} and udp");
+}
+
+#[test]
+fn mntnsmap_keeps_only_tasks_in_listed_mount_namespaces() {
+    let mut server = Peer::listen(&[], &["--count", "2"]);
+    let target = v4(server.port).to_string();
+    let mut inside = Peer::spawn(&["--new-mntns", "--wait"], "connect", &["--addr", &target]);
+    let mut outside = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
+    let map = pinned_hash("tmntns", 8, 4, &[inside.mntns]);
+    let mut tcpkit = start(&["--mntnsmap", map.to_str().unwrap()]);
+    outside.go();
+    let (oport, _) = reported(&mut outside, "connected", 1)[0];
+    server.expect_accepted(oport);
+    inside.go();
+    let (iport, _) = reported(&mut inside, "connected", 1)[0];
+    let lines = tcpkit
+        .expect_all("the inside task's events", &[&event("C", iport, server.port), &event("X", iport, server.port)]);
+    assert_eq!(lines[0], row("C", inside.pid, PEER, 4, "127.0.0.1", "127.0.0.1", iport, server.port));
+    let all = tcpkit.stop_and_collect();
+    assert!(all.iter().all(|l| col_from_end(l, 6) == inside.pid.to_string()), "{all:#?}");
+    let _ = std::fs::remove_file(map);
+}
+
+#[test]
+fn sigterm_exits_zero_and_leaves_nothing_attached() {
+    let tcpkit = start(&[]);
+    let ids = bpf_prog_ids_of(tcpkit.pid());
+    assert!(ids.len() >= 2, "tcpkit holds too few BPF programs: {ids:?}");
+    let (status, _, stderr) = tcpkit.stop_with(Signal::SIGTERM);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "SIGTERM printed {stderr:?}");
+    let alive: Vec<u32> =
+        libbpf_rs::query::ProgInfoIter::default().map(|p| p.id).filter(|id| ids.contains(id)).collect();
+    assert!(alive.is_empty(), "programs {alive:?} still loaded after SIGTERM");
+}
+
+#[test]
+fn bad_input_is_a_one_line_error() {
+    assert_usage_error(&["tracer", "-P", "0"], "port 0 is out of range");
+    assert_usage_error(&["tracer", "-P", "80,"], "empty port");
+    assert_usage_error(&["tracer", "-p", "0"], "positive whole number");
+    assert_usage_error(&["tracer", "-p", "2147483647"], "no process has PID 2147483647");
+    assert_usage_error(&["tracer", "-N", "abc"], "inode number");
+    assert_usage_error(&["tracer", "-4", "-6"], "cannot be used with");
+    assert_usage_error(&["tracer", "-T", "--frobnicate"], "unexpected argument '--frobnicate'");
+    require_root();
+    assert_runtime_error(&["tracer", "--cgroupmap", "/sys/fs/bpf/tcpkit-no-such-map"], "no such pinned map");
+}
