@@ -6,7 +6,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::ports::PortSet;
 
 #[derive(Parser, Debug)]
-#[command(name = "tcpkit", version = crate::VERSION, about = "Trace TCP connections with eBPF", max_term_width = 100)]
+#[command(
+    name = "tcpkit",
+    version = crate::VERSION,
+    propagate_version = true,
+    about = "Trace TCP connections with eBPF",
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

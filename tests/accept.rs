@@ -426,4 +426,9 @@ fn version_names_the_commit() {
     let (status, out, _) = run_tcpkit(&["--version"]);
     assert!(status.success());
     assert!(out.starts_with(&format!("tcpkit {} (", env!("CARGO_PKG_VERSION"))), "{out}");
+    for sub in ["accept", "tracer"] {
+        let (status, out, _) = run_tcpkit(&[sub, "-V"]);
+        assert!(status.success(), "{sub} -V");
+        assert!(out.starts_with(&format!("tcpkit-{sub} {} (", env!("CARGO_PKG_VERSION"))), "{out}");
+    }
 }

@@ -43,9 +43,13 @@ fn about(sport: u16, dport: u16) -> impl Fn(&str) -> bool {
 
 /// The ports of the connections a peer reported (`connected L R` / `accepted L R`), as (local, remote).
 fn reported(peer: &mut Peer, what: &str, n: usize) -> Vec<(u16, u16)> {
+    reported_within(peer, what, n, DEADLINE)
+}
+
+fn reported_within(peer: &mut Peer, what: &str, n: usize, deadline: std::time::Duration) -> Vec<(u16, u16)> {
     let prefix = format!("{what} ");
     while peer.lines_starting(&prefix).len() < n {
-        peer.out.find(DEADLINE, |l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("peer: fewer than {n} {what}"));
+        peer.out.find(deadline, |l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("peer: fewer than {n} {what}"));
     }
     peer.lines_starting(&prefix)
         .iter()
@@ -338,7 +342,8 @@ fn refused_connects_leave_nothing_behind_and_a_later_connect_is_reported() {
     );
     let mut tcpkit = start(&["-p", &client.pid.to_string()]);
     client.go();
-    let (cport, _) = reported(&mut client, "connected", 1)[0];
+    // Two seconds here; minutes in an emulated qemu guest.
+    let (cport, _) = reported_within(&mut client, "connected", 1, std::time::Duration::from_secs(900))[0];
     let line = tcpkit.expect_line("the connect after the refused ones", event("C", cport, server.port));
     assert_eq!(line, row("C", client.pid, PEER, 4, "127.0.0.1", "127.0.0.1", cport, server.port));
     let owners = map_entries_of(tcpkit.pid(), "owners");
@@ -350,23 +355,25 @@ fn refused_connects_leave_nothing_behind_and_a_later_connect_is_reported() {
 
 #[test]
 fn reset_by_the_peer_names_the_owner_not_the_running_task() {
-    // The server resets at once (SO_LINGER 0): the client's end dies in softirq, usually while the server
+    // The server resets (SO_LINGER 0, close): the client's end dies in softirq, usually while the server
     // process is the one running. Its X must name the client; the server's X names the server.
     for filtered in [false, true] {
-        let mut server = Peer::listen(&["--wait"], &["--end", "reset"]);
+        let mut server = Peer::listen(&[], &["--end", "hold-reset"]);
         let target = v4(server.port).to_string();
         let mut client = Peer::spawn(&["--wait"], "connect", &["--addr", &target, "--end", "hold"]);
         let pid = client.pid.to_string();
         let args: Vec<&str> = if filtered { vec!["-p", &pid] } else { vec![] };
         let mut tcpkit = start(&args);
-        server.go();
         client.go();
         let (cport, _) = reported(&mut client, "connected", 1)[0];
         server.expect_accepted(cport);
         let sport = server.port;
+        tcpkit.expect_line("the client's C", event("C", cport, sport));
+        server.release();
         let x = tcpkit.expect_line("the client's X after the reset", event("X", cport, sport));
         assert_eq!(x, row("X", client.pid, PEER, 4, "127.0.0.1", "127.0.0.1", cport, sport));
-        drop(client); // closes the dead socket: no second X
+        client.release(); // closes the dead socket: no second X
+        client.wait_exit();
         let all = tcpkit.stop_and_collect();
         assert_eq!(all.iter().filter(|l| event("X", cport, sport)(l)).count(), 1, "{all:#?}");
         let server_x: Vec<&String> = all.iter().filter(|l| event("X", sport, cport)(l)).collect();
@@ -392,10 +399,11 @@ fn connections_from_before_start_close_with_the_closer_or_unknown() {
         let spid = server.pid.to_string();
         let args: Vec<&str> = if filtered { vec!["-p", &spid] } else { vec![] };
         let mut tcpkit = start(&args);
-        drop(server); // its stdin closes: it resets the connection and exits
+        server.release(); // it resets the connection and exits
         let x = tcpkit.expect_line("the server's X", event("X", sport, cport));
         assert_eq!(x, row("X", spid.parse().unwrap(), PEER, 4, "127.0.0.1", "127.0.0.1", sport, cport));
-        drop(client);
+        client.release();
+        client.wait_exit();
         let all = tcpkit.stop_and_collect();
         let client_x: Vec<&String> = all.iter().filter(|l| event("X", cport, sport)(l)).collect();
         if filtered {
@@ -417,10 +425,10 @@ fn connection_from_before_start_closed_by_its_process_names_it() {
     let sport = server.port;
     let mut tcpkit = start(&[]);
     let (cpid, spid) = (client.pid, server.pid);
-    drop(client);
+    client.release();
     let x = tcpkit.expect_line("the client's X", event("X", cport, sport));
     assert_eq!(x, row("X", cpid, PEER, 4, "127.0.0.1", "127.0.0.1", cport, sport));
-    drop(server);
+    server.release();
     let x = tcpkit.expect_line("the server's X", event("X", sport, cport));
     assert_eq!(x, row("X", spid, PEER, 4, "127.0.0.1", "127.0.0.1", sport, cport));
 }

@@ -326,6 +326,17 @@ impl Peer {
         assert!(found.is_some(), "peer {} never accepted the connection from port {rport}", self.pid);
     }
 
+    /// Closes the peer's stdin: a peer that holds its connections (--hold, --end hold, hold-reset) now
+    /// ends them and exits.
+    pub fn release(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Waits for the peer process to exit by itself.
+    pub fn wait_exit(&mut self) {
+        assert!(wait_with_deadline(&mut self.child, DEADLINE).is_some(), "peer {} did not exit", self.pid);
+    }
+
     pub fn wait_done(&mut self) {
         assert!(self.out.find(DEADLINE, |l| l == "done").is_some(), "peer {} never finished", self.pid);
     }
