@@ -1,7 +1,6 @@
 //! `tcpkit accept` against real sockets and real BPF: each test reads like the man page example it checks.
 mod common;
 
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -200,30 +199,6 @@ fn accept_blocked_before_tcpkit_started_is_reported() {
     peer.expect_accepted(cport);
     let line = tcpkit.expect_line("for the accept blocked before start", |l| is_accept_of(l, peer.port, cport));
     assert_eq!(line, accept_row(peer.pid, PEER, 4, "127.0.0.1", cport, "127.0.0.1", peer.port));
-}
-
-struct Cgroup(std::path::PathBuf);
-
-impl Cgroup {
-    fn new() -> Cgroup {
-        let dir = cgroup2_root().join(format!("tcpkit-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("creating a cgroup");
-        Cgroup(dir)
-    }
-
-    fn id(&self) -> u64 {
-        std::fs::metadata(&self.0).unwrap().ino()
-    }
-
-    fn add(&self, pid: u32) {
-        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).expect("moving the peer into the cgroup");
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
 }
 
 #[test]

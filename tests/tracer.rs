@@ -493,6 +493,30 @@ fn mntnsmap_keeps_only_tasks_in_listed_mount_namespaces() {
 }
 
 #[test]
+fn cgroupmap_keeps_only_tasks_in_listed_cgroups() {
+    let cgroup = Cgroup::new();
+    let map = pinned_hash("tcgroups", 8, 8, &[cgroup.id()]);
+    let mut server = Peer::listen(&[], &["--count", "2"]);
+    let target = v4(server.port).to_string();
+    let mut inside = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
+    let mut outside = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
+    cgroup.add(inside.pid);
+    let mut tcpkit = start(&["--cgroupmap", map.to_str().unwrap()]);
+    outside.go();
+    let (oport, _) = reported(&mut outside, "connected", 1)[0];
+    server.expect_accepted(oport);
+    inside.go();
+    let (iport, _) = reported(&mut inside, "connected", 1)[0];
+    let sport = server.port;
+    let lines = tcpkit.expect_all("the inside task's events", &[&event("C", iport, sport), &event("X", iport, sport)]);
+    assert_eq!(lines[0], row("C", inside.pid, PEER, 4, "127.0.0.1", "127.0.0.1", iport, sport));
+    inside.wait_exit(); // leaves the cgroup empty so that it can be removed
+    let all = tcpkit.stop_and_collect();
+    assert!(all.iter().all(|l| col_from_end(l, 6) == inside.pid.to_string()), "{all:#?}");
+    let _ = std::fs::remove_file(map);
+}
+
+#[test]
 fn sigterm_exits_zero_and_leaves_nothing_attached() {
     let tcpkit = start(&[]);
     let ids = bpf_prog_ids_of(tcpkit.pid());

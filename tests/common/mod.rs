@@ -471,3 +471,29 @@ pub fn assert_runtime_error(args: &[&str], needle: &str) {
     assert_eq!(err.lines().count(), 1, "{args:?} error is not one line: {err}");
     assert!(err.starts_with("tcpkit: ") && err.contains(needle), "{args:?} → {err:?}, wanted {needle:?}");
 }
+
+/// A cgroup v2 directory made for one test, removed when dropped (once its processes are gone).
+pub struct Cgroup(PathBuf);
+
+impl Cgroup {
+    pub fn new() -> Cgroup {
+        let dir = cgroup2_root().join(format!("tcpkit-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("creating a cgroup");
+        Cgroup(dir)
+    }
+
+    /// The cgroup id BPF sees: the directory's inode number.
+    pub fn id(&self) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&self.0).unwrap())
+    }
+
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).expect("moving the peer into the cgroup");
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
