@@ -70,8 +70,15 @@ facts() {
     fact netns "$(yesno unshare -n ip link set lo up)"
     fact cgroup2 "$(yesno test -e /sys/fs/cgroup/cgroup.controllers)"
     fact bpffs "$(yesno test -d /sys/fs/bpf)"
+    fact mptcp "$(yesno test -d /proc/sys/net/mptcp)"
+    fact sctp "$(yesno test -d /proc/net/sctp)"
 }
 facts
+
+# Protocols the tests must exercise here rather than skip with a notice: SCTP's module is shipped, and
+# MPTCP is there whenever the kernel was built with it.
+REQUIRE=sctp
+[ -d /proc/sys/net/mptcp ] && REQUIRE="$REQUIRE mptcp"
 
 # One run of one test binary: print its output, then the marker. libtest's summary line looks like
 # "test result: ok. 12 passed; 0 failed; 0 ignored; ..." (FAILED instead of ok on failure).
@@ -81,7 +88,7 @@ run_one() { # run_one BACKEND BINARY
     echo "@@TCPKIT-START kernel=$KREL backend=$b bin=$name"
     # Output goes to the console as it comes (a hang shows where) and to a file for counting.
     { env TCPKIT_BIN=/opt/tcpkit/tcpkit TCPKIT_PEER_BIN=/opt/tcpkit/tcpkit-peer \
-          TCPKIT_TEST_BACKEND="$b" TCPKIT_EXPECT_AUTO_BACKEND=fentry \
+          TCPKIT_TEST_BACKEND="$b" TCPKIT_EXPECT_AUTO_BACKEND=fentry TCPKIT_REQUIRE_PROTOCOLS="$REQUIRE" \
           timeout -s TERM -k 10 "$TEST_TIMEOUT" "$bin" --test-threads="$THREADS" 2>&1
       echo "rc=$?" > /tmp/rc.$$; } | tee "$out"
     rc=$(sed -n 's/^rc=//p' /tmp/rc.$$); rm -f /tmp/rc.$$

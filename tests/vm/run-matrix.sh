@@ -16,7 +16,9 @@ OUT=${TCPKIT_VM_OUT:-$ROOT/target/vm}
 TIMEOUT=${TCPKIT_VM_TIMEOUT:-900}           # per guest, host side: qemu is killed after this
 TEST_TIMEOUT=${TCPKIT_VM_TEST_TIMEOUT:-600} # per test binary run, guest side: a hang costs one cell, not a kernel
 JOBS=${TCPKIT_VM_JOBS:-2}                   # guests at once: each is one host thread (thread=single)
-MODULES=${TCPKIT_VM_MODULES-veth}           # .ko files to insmod in the guest, in dependency order
+# .ko files to insmod in the guest, in dependency order: veth, and SCTP (with what 6.x's sctp.ko needs) so
+# that the tracer's "SCTP never shows as TCP" case runs on every kernel.
+MODULES=${TCPKIT_VM_MODULES-veth libcrc32c udp_tunnel ip6_udp_tunnel sctp}
 KERNELS="5.10 6.1 6.12"
 BACKENDS="fentry kprobe tracepoint auto"
 BUILD=0
@@ -167,8 +169,8 @@ fetch_kernel() {
     log "kernel $series: $(cat "$dir/release") in $(elapsed "$t0")s"
 }
 
-# Copies module NAME.ko of a cached kernel into DEST (uncompressed: busybox insmod takes plain .ko only),
-# caching it next to the kernel: reading the .deb takes seconds.
+# Copies module NAME.ko of a cached kernel to the file DEST (uncompressed: busybox insmod takes plain .ko
+# only), caching it next to the kernel: reading the .deb takes seconds.
 extract_module() {
     local series=$1 name=$2 dest=$3 deb=$CACHE/kernels/$1/kernel.deb
     local cached=$CACHE/kernels/$1/modules/$name.ko
@@ -176,7 +178,7 @@ extract_module() {
         mkdir -p "$(dirname "$cached")"
         extract_module_from_deb "$series" "$name" "$deb" "$cached.tmp" && mv "$cached.tmp" "$cached"
     fi
-    cp "$cached" "$dest/$name.ko"
+    cp "$cached" "$dest"
 }
 
 extract_module_from_deb() { # SERIES NAME DEB OUTFILE
@@ -293,7 +295,12 @@ pack_common() {
 pack_kernel() { # pack_kernel SERIES: $OUT/initrd-SERIES.gz = common + this kernel's modules
     local series=$1 root=$OUT/initramfs-$1 m
     rm -rf "$root"; mkdir -p "$root/lib/modules"
-    for m in $MODULES; do extract_module "$series" "$m" "$root/lib/modules"; done
+    local i=0
+    # Numbered, because the guest loads /lib/modules/*.ko in name order and that must be dependency order.
+    for m in $MODULES; do
+        i=$((i + 1))
+        extract_module "$series" "$m" "$root/lib/modules/$(printf '%02d' "$i")-$m.ko"
+    done
     (cd "$root" && find . -print0 | cpio --null -o -H newc --owner 0:0 --quiet) | gzip -1 > "$OUT/modules-$series.cpio.gz"
     cat "$OUT/common.cpio.gz" "$OUT/modules-$series.cpio.gz" > "$OUT/initrd-$series.gz"
     rm -rf "$root"
