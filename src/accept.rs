@@ -1,7 +1,8 @@
 //! `tcpkit accept`: successful passive accepts, with the accepting process, as bcc's tcpaccept.
 use crate::cli::AcceptArgs;
 use crate::error::Result;
-use crate::format::AcceptText;
+use crate::format::{AcceptText, Layout};
+use crate::json::Json;
 use crate::session::{self, Plan};
 use crate::skel::accept::AcceptSkelBuilder;
 
@@ -18,5 +19,8 @@ const PLAN: Plan = Plan {
 };
 
 pub fn run(args: &AcceptArgs) -> Result<()> {
-    session::run::<AcceptSkelBuilder>(&args.filter, &args.run, &PLAN, &mut AcceptText::new(&args.output))
+    session::run::<AcceptSkelBuilder, _>(&args.filter, &args.run, &PLAN, |backend| match args.output.json() {
+        true => Layout::Json(Json::new(backend.name())),
+        false => Layout::Accept(AcceptText::new(&args.output)),
+    })
 }

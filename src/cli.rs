@@ -1,5 +1,6 @@
 //! The command line: shared filter, output and run-time flags, and one struct per subcommand.
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -82,9 +83,15 @@ pub struct FilterArgs {
     /// Trace IPv6 sockets only (IPv4-mapped peers on dual-stack sockets included)
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
+    /// Trace this user ID only
+    #[arg(short = 'u', long = "uid", value_name = "UID", value_parser = parse_uid)]
+    pub uid: Option<u32>,
     /// Trace this network namespace only (inode number, as in `stat -L -c %i /proc/PID/ns/net`)
     #[arg(short = 'N', long = "netns", value_name = "NETNS", value_parser = parse_netns)]
     pub netns: Option<u32>,
+    /// Trace tasks in this cgroup v2 directory or below it only, e.g. /sys/fs/cgroup/system.slice
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
     /// Trace tasks whose cgroup v2 id is a key of this pinned BPF hash map only
     #[arg(long = "cgroupmap", value_name = "PATH")]
     pub cgroupmap: Option<PathBuf>,
@@ -101,10 +108,41 @@ pub struct OutputArgs {
     /// Include a timestamp column: seconds since the first event (tracer -v: nanoseconds)
     #[arg(short = 't', long = "timestamp")]
     pub timestamp: bool,
+    /// Include a UID column
+    #[arg(short = 'U', long = "print-uid")]
+    pub print_uid: bool,
+    /// Output format: text (bcc's columns) or json (one object per line)
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Same as -o json
+    #[arg(long = "json", conflicts_with = "format")]
+    pub json: bool,
+}
+
+impl OutputArgs {
+    pub fn json(&self) -> bool {
+        self.json || self.format == OutputFormat::Json
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// Exit after printing this many events
+    #[arg(short = 'c', long = "count", value_name = "N", value_parser = parse_count)]
+    pub count: Option<u64>,
+    /// Exit after this many seconds
+    #[arg(short = 'd', long = "duration", value_name = "SECONDS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Ring buffer size in bytes, a power of two from 4K to 256M (K and M suffixes allowed)
+    #[arg(long = "ring-size", value_name = "BYTES", value_parser = parse_ring_size, default_value = "256K")]
+    pub ring_size: u32,
     /// Kernel hook to use; auto picks the best one the kernel can attach
     #[arg(long = "backend", value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
@@ -125,6 +163,41 @@ fn parse_pid(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(pid) if pid > 0 && pid <= i32::MAX as u32 => Ok(pid),
         _ => Err("a PID is a positive whole number".into()),
+    }
+}
+
+fn parse_uid(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(uid) if uid != u32::MAX => Ok(uid),
+        _ => Err("a UID is a whole number from 0 to 4294967294".into()),
+    }
+}
+
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("a count is a positive whole number".into()),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 1e9 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err("a duration is a positive number of seconds, e.g. 10 or 0.5".into()),
+    }
+}
+
+/// Bytes with an optional K or M suffix (powers of 1024); the kernel wants a power of two of pages.
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let (digits, unit) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 1024),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    let bytes = digits.parse::<u64>().ok().and_then(|n| n.checked_mul(unit));
+    match bytes {
+        Some(b) if b.is_power_of_two() && (4096..=256 << 20).contains(&b) => Ok(b as u32),
+        _ => Err("the ring size is a power of two from 4K to 256M, e.g. 64K or 1M".into()),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Turns filter flags into what the BPF programs read: rodata scalars and bitmaps set before load, and the
 //! user's pinned maps swapped in for the placeholder maps.
+use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,8 @@ const AF_INET6: u16 = 10;
 #[derive(Debug, Default)]
 pub struct Filters {
     pub pid: Option<u32>,
+    pub uid: Option<u32>,
+    pub cgroup_dir: Option<PathBuf>,
     pub netns: Option<u32>,
     pub family: Option<u16>,
     pub ports: Option<PortSet>,
@@ -30,6 +33,9 @@ impl Filters {
                 return Err(Error::usage(format!("no process has PID {pid}")));
             }
         }
+        if let Some(dir) = &args.cgroup {
+            check_cgroup_dir(dir)?;
+        }
         let family = match (args.ipv4, args.ipv6) {
             (true, false) => Some(AF_INET),
             (false, true) => Some(AF_INET6),
@@ -37,6 +43,8 @@ impl Filters {
         };
         Ok(Filters {
             pid: args.pid,
+            uid: args.uid,
+            cgroup_dir: args.cgroup.clone(),
             netns: args.netns,
             family,
             ports: args.ports.clone(),
@@ -50,6 +58,9 @@ impl Filters {
         let f = ro.filters_mut();
         *f.ports_either_end = ports_either_end;
         *f.tgid = self.pid.unwrap_or(0);
+        *f.filter_uid = self.uid.is_some();
+        *f.uid = self.uid.unwrap_or(0);
+        *f.filter_cgroup_dir = self.cgroup_dir.is_some();
         *f.netns = self.netns.unwrap_or(0);
         *f.family = self.family.unwrap_or(0);
         *f.filter_cgroup = self.cgroupmap.is_some();
@@ -60,9 +71,14 @@ impl Filters {
         }
     }
 
-    /// Opens and checks the user's pinned maps, before anything is loaded.
+    /// Opens and checks the user's pinned maps and cgroup directory, before anything is loaded.
     pub fn open_pinned_maps(&self) -> Result<PinnedSets> {
+        let cgroup_dir = match &self.cgroup_dir {
+            Some(dir) => Some(File::open(dir).map_err(|e| Error::usage(format!("--cgroup {}: {e}", dir.display())))?),
+            None => None,
+        };
         Ok(PinnedSets {
+            cgroup_dir,
             cgroup: self.cgroupmap.as_deref().map(|p| open_pinned(p, "--cgroupmap", "cgroup id")).transpose()?,
             mntns: self
                 .mntnsmap
@@ -73,8 +89,10 @@ impl Filters {
     }
 }
 
-/// The user's pinned maps, open; each goes into slot 0 of its array-of-maps holder.
+/// The user's pinned maps, open; each goes into slot 0 of its array-of-maps holder. And the --cgroup
+/// directory, open, for slot 0 of the cgroup array.
 pub struct PinnedSets {
+    cgroup_dir: Option<File>,
     cgroup: Option<MapHandle>,
     mntns: Option<MapHandle>,
 }
@@ -95,8 +113,14 @@ impl PinnedSets {
         Ok(())
     }
 
-    /// After load: puts the user's maps into their holders.
-    pub fn fill_holders(&self, cgroup_set: &Map, mntns_set: &Map) -> Result<()> {
+    /// After load: puts the user's maps into their holders, and the cgroup directory into its array.
+    pub fn fill_holders(&self, cgroup_set: &Map, mntns_set: &Map, cgroup_dir: &Map) -> Result<()> {
+        if let Some(dir) = &self.cgroup_dir {
+            let fd = dir.as_raw_fd() as u32;
+            cgroup_dir
+                .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+                .context(|| "installing the --cgroup filter".into())?;
+        }
         for (map, holder) in [(&self.cgroup, cgroup_set), (&self.mntns, mntns_set)] {
             if let Some(map) = map {
                 let fd = map.as_fd().as_raw_fd() as u32;
@@ -107,6 +131,19 @@ impl PinnedSets {
         }
         Ok(())
     }
+}
+
+/// --cgroup takes a directory of the cgroup v2 hierarchy (the one BPF's cgroup helpers see).
+fn check_cgroup_dir(dir: &Path) -> Result<()> {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
+    let shown = dir.display();
+    let fs = nix::sys::statfs::statfs(dir).map_err(|e| Error::usage(format!("--cgroup {shown}: {e}")))?;
+    if fs.filesystem_type().0 as i64 != CGROUP2_SUPER_MAGIC || !dir.is_dir() {
+        return Err(Error::usage(format!(
+            "--cgroup {shown}: not a cgroup v2 directory (they live under the cgroup2 mount, e.g. /sys/fs/cgroup)"
+        )));
+    }
+    Ok(())
 }
 
 fn open_pinned(path: &Path, flag: &str, key: &str) -> Result<MapHandle> {
@@ -137,6 +174,9 @@ fn open_pinned(path: &Path, flag: &str, key: &str) -> Result<MapHandle> {
 pub struct RodataFilters<'a> {
     pub kernel_hook: &'a mut bool,
     pub tgid: &'a mut u32,
+    pub filter_uid: &'a mut bool,
+    pub uid: &'a mut u32,
+    pub filter_cgroup_dir: &'a mut bool,
     pub netns: &'a mut u32,
     pub family: &'a mut u16,
     pub filter_ports: &'a mut bool,
@@ -159,6 +199,9 @@ macro_rules! impl_filter_rodata {
                 $crate::filter::RodataFilters {
                     kernel_hook: &mut self.kernel_hook,
                     tgid: &mut self.targ_tgid,
+                    filter_uid: &mut self.filter_uid,
+                    uid: &mut self.targ_uid,
+                    filter_cgroup_dir: &mut self.filter_cgroup_dir,
                     netns: &mut self.targ_netns,
                     family: &mut self.targ_family,
                     filter_ports: &mut self.filter_ports,

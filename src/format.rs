@@ -11,6 +11,10 @@ use crate::event::Event;
 pub trait Format {
     fn header(&mut self, w: &mut impl Write) -> io::Result<()>;
     fn event(&mut self, e: &Event, w: &mut impl Write) -> io::Result<()>;
+    /// `count` events were lost on a full ring buffer (stderr says so too; text has no record for it).
+    fn lost(&mut self, _count: u64, _w: &mut impl Write) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Turns the kernel's CLOCK_MONOTONIC event stamps into bcc's time columns.
@@ -26,6 +30,13 @@ impl Clock {
         let ns = |id| clock_gettime(id).map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128).unwrap_or(0);
         let realtime_minus_monotonic_ns = ns(ClockId::CLOCK_REALTIME) - ns(ClockId::CLOCK_MONOTONIC);
         Clock { first_ns: None, realtime_minus_monotonic_ns, cached_sec: i64::MIN, cached_hms: *b"00:00:00" }
+    }
+
+    /// The wall clock now, in nanoseconds since the epoch.
+    pub fn now_wall_ns() -> i128 {
+        clock_gettime(ClockId::CLOCK_REALTIME)
+            .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+            .unwrap_or(0)
     }
 
     /// Nanoseconds since the first event seen, as bcc's -t counts.
@@ -59,6 +70,21 @@ struct TimeColumns {
     timestamp: bool,
     nanoseconds: bool,
     clock: Clock,
+}
+
+/// -U: a UID column (`%-6s`, as libbpf-tools print it), right before PID.
+fn uid_header(print_uid: bool, w: &mut impl Write) -> io::Result<()> {
+    if print_uid {
+        write!(w, "{:<6} ", "UID")?;
+    }
+    Ok(())
+}
+
+fn uid_column(print_uid: bool, e: &Event, w: &mut impl Write) -> io::Result<()> {
+    if print_uid {
+        write!(w, "{:<6} ", e.task.uid)?;
+    }
+    Ok(())
 }
 
 impl TimeColumns {
@@ -96,17 +122,19 @@ impl TimeColumns {
 /// bcc tcpaccept: `[TIME ][TIME(s) ]PID COMM IP RADDR RPORT LADDR LPORT`.
 pub struct AcceptText {
     times: TimeColumns,
+    print_uid: bool,
 }
 
 impl AcceptText {
     pub fn new(args: &OutputArgs) -> Self {
-        AcceptText { times: TimeColumns::new(args, false) }
+        AcceptText { times: TimeColumns::new(args, false), print_uid: args.print_uid }
     }
 }
 
 impl Format for AcceptText {
     fn header(&mut self, w: &mut impl Write) -> io::Result<()> {
         self.times.header(w)?;
+        uid_header(self.print_uid, w)?;
         writeln!(
             w,
             "{:<7} {:<12} {:<2} {:<16} {:<5} {:<16} {:<5}",
@@ -116,6 +144,7 @@ impl Format for AcceptText {
 
     fn event(&mut self, e: &Event, w: &mut impl Write) -> io::Result<()> {
         self.times.event(e.ts_ns, w)?;
+        uid_column(self.print_uid, e, w)?;
         writeln!(
             w,
             "{:<7} {:<12.12} {:<2} {:<16} {:<5} {:<16} {:<5}",
@@ -136,11 +165,50 @@ pub struct TracerText {
     times: TimeColumns,
     verbose: bool,
     netns_column: bool,
+    print_uid: bool,
 }
 
 impl TracerText {
     pub fn new(args: &OutputArgs, verbose: bool, netns_column: bool) -> Self {
-        TracerText { times: TimeColumns::new(args, verbose), verbose, netns_column: verbose && netns_column }
+        TracerText {
+            times: TimeColumns::new(args, verbose),
+            verbose,
+            netns_column: verbose && netns_column,
+            print_uid: args.print_uid,
+        }
+    }
+}
+
+/// Every layout a subcommand can print in; one type, so the reader is compiled once per subcommand.
+pub enum Layout {
+    Accept(AcceptText),
+    Tracer(TracerText),
+    Json(crate::json::Json),
+}
+
+impl Format for Layout {
+    fn header(&mut self, w: &mut impl Write) -> io::Result<()> {
+        match self {
+            Layout::Accept(f) => f.header(w),
+            Layout::Tracer(f) => f.header(w),
+            Layout::Json(f) => f.header(w),
+        }
+    }
+
+    fn event(&mut self, e: &Event, w: &mut impl Write) -> io::Result<()> {
+        match self {
+            Layout::Accept(f) => f.event(e, w),
+            Layout::Tracer(f) => f.event(e, w),
+            Layout::Json(f) => f.event(e, w),
+        }
+    }
+
+    fn lost(&mut self, count: u64, w: &mut impl Write) -> io::Result<()> {
+        match self {
+            Layout::Accept(f) => f.lost(count, w),
+            Layout::Tracer(f) => f.lost(count, w),
+            Layout::Json(f) => f.lost(count, w),
+        }
     }
 }
 
@@ -149,7 +217,7 @@ const EVENT_ACCEPT: u8 = 2;
 const EVENT_CLOSE: u8 = 3;
 
 /// bcc's letters and -v words for event types; U/unknown never comes from tcpkit's programs.
-fn type_names(kind: u8) -> (&'static str, &'static str) {
+pub fn type_names(kind: u8) -> (&'static str, &'static str) {
     match kind {
         EVENT_CONNECT => ("C", "connect"),
         EVENT_ACCEPT => ("A", "accept"),
@@ -175,20 +243,24 @@ impl Format for TracerText {
         writeln!(w, "Tracing TCP established connections. Ctrl-C to end.")?;
         self.times.header(w)?;
         if self.verbose {
+            write!(w, "{:<12} ", "TYPE")?;
+            uid_header(self.print_uid, w)?;
             write!(
                 w,
-                "{:<12} {:<6} {:<16} {:<2} {:<16} {:<16} {:<6} {:<7}",
-                "TYPE", "PID", "COMM", "IP", "SADDR", "DADDR", "SPORT", "DPORT"
+                "{:<6} {:<16} {:<2} {:<16} {:<16} {:<6} {:<7}",
+                "PID", "COMM", "IP", "SADDR", "DADDR", "SPORT", "DPORT"
             )?;
             if self.netns_column {
                 write!(w, "{:<8}", "NETNS")?;
             }
             writeln!(w)
         } else {
+            write!(w, "{:<2} ", "T")?;
+            uid_header(self.print_uid, w)?;
             writeln!(
                 w,
-                "{:<2} {:<6} {:<16} {:<2} {:<16} {:<16} {:<6} {:<6}",
-                "T", "PID", "COMM", "IP", "SADDR", "DADDR", "SPORT", "DPORT"
+                "{:<6} {:<16} {:<2} {:<16} {:<16} {:<6} {:<6}",
+                "PID", "COMM", "IP", "SADDR", "DADDR", "SPORT", "DPORT"
             )
         }
     }
@@ -201,6 +273,7 @@ impl Format for TracerText {
         } else {
             write!(w, "{letter:<2} ")?;
         }
+        uid_column(self.print_uid, e, w)?;
         write!(
             w,
             "{:<6} {:<16} {:<2} {:<16} {:<16} {:<6} {:<6}",

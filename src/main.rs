@@ -11,6 +11,7 @@ mod error;
 mod event;
 mod filter;
 mod format;
+mod json;
 mod kernel;
 mod output;
 mod ports;

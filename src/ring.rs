@@ -1,7 +1,8 @@
 //! The ring-buffer reader shared by every subcommand: decode, format into one buffered writer, account for
-//! lost events, and stop cleanly on a signal or a closed pipe.
-use std::cell::RefCell;
+//! lost events, and stop cleanly on a signal, a closed pipe, -c or -d.
+use std::cell::{Cell, RefCell};
 use std::io;
+use std::time::{Duration, Instant};
 
 use libbpf_rs::{MapCore, RingBufferBuilder};
 
@@ -13,10 +14,18 @@ use crate::signals;
 
 const EINTR: i32 = 4;
 
+/// When to stop besides a signal: after `count` printed events (-c), after `duration` (-d).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    pub count: Option<u64>,
+    pub duration: Option<Duration>,
+}
+
 /// Reads events until asked to stop. `lost` reads the kernel's count of events dropped on a full ring.
-pub fn run(events: &dyn MapCore, lost: impl Fn() -> u64, format: &mut impl Format) -> Result<()> {
+pub fn run(events: &dyn MapCore, lost: impl Fn() -> u64, format: &mut impl Format, limits: Limits) -> Result<()> {
     let out = RefCell::new(Output::stdout());
     let write_error: RefCell<Option<io::Error>> = RefCell::new(None);
+    let deadline = limits.duration.map(|d| Instant::now() + d);
 
     {
         let mut out = out.borrow_mut();
@@ -26,32 +35,48 @@ pub fn run(events: &dyn MapCore, lost: impl Fn() -> u64, format: &mut impl Forma
     }
 
     let format = RefCell::new(format);
+    let printed = Cell::new(0u64);
+    let count_reached = Cell::new(false);
     let mut builder = RingBufferBuilder::new();
     builder
         .add(events, |data: &[u8]| {
-            let Some(e) = event::decode(data) else { return 0 };
-            match format.borrow_mut().event(&e, out.borrow_mut().writer()) {
-                Ok(()) => 0,
-                Err(err) => {
-                    *write_error.borrow_mut() = Some(err);
-                    -1 // stops this poll; the loop below reports the error
-                }
+            if count_reached.get() {
+                return -1; // -c: nothing more, not even what is already queued
             }
+            let Some(e) = event::decode(data) else { return 0 };
+            if let Err(err) = format.borrow_mut().event(&e, out.borrow_mut().writer()) {
+                *write_error.borrow_mut() = Some(err);
+                return -1; // stops this poll; the loop below reports the error
+            }
+            printed.set(printed.get() + 1);
+            if limits.count == Some(printed.get()) {
+                count_reached.set(true);
+                return -1;
+            }
+            0
         })
         .context(|| "setting up the ring buffer".into())?;
     let ring = builder.build().context(|| "setting up the ring buffer".into())?;
 
     let mut reported_lost = 0;
     let mut timeout = crate::output::FLUSH_INTERVAL;
-    while !signals::stop_requested() {
-        let rc = ring.poll_raw(timeout);
+    while !signals::stop_requested() && !count_reached.get() {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left == Some(Duration::ZERO) {
+            break;
+        }
+        let rc = ring.poll_raw(left.map_or(timeout, |l| l.min(timeout)));
         if let Some(err) = write_error.borrow_mut().take() {
             return quiet_if_broken_pipe(err);
         }
-        if rc < 0 && rc != -EINTR {
+        // A callback that stops the poll (-c reached) makes it return that -1: not an error.
+        if rc < 0 && rc != -EINTR && !count_reached.get() {
             return Err(Error::runtime(format!("reading the ring buffer: {}", io::Error::from_raw_os_error(-rc))));
         }
-        reported_lost = report_lost(lost(), reported_lost);
+        reported_lost = match report_lost(lost(), reported_lost, &mut **format.borrow_mut(), &mut out.borrow_mut()) {
+            Ok(n) => n,
+            Err(e) => return quiet_if_broken_pipe(e),
+        };
         timeout = match out.borrow_mut().after_batch() {
             Ok(t) => t,
             Err(e) => return quiet_if_broken_pipe(e),
@@ -61,27 +86,31 @@ pub fn run(events: &dyn MapCore, lost: impl Fn() -> u64, format: &mut impl Forma
         }
     }
 
-    // Stopping: print what the kernel already queued, then the final count of losses.
+    // Stopping: print what the kernel already queued (unless -c is satisfied), then the count of losses.
     ring.consume_raw();
     if let Some(err) = write_error.borrow_mut().take() {
         return quiet_if_broken_pipe(err);
     }
-    if let Err(e) = out.borrow_mut().flush() {
+    let total_lost = lost();
+    let mut out = out.borrow_mut();
+    let ended = report_lost(total_lost, reported_lost, &mut **format.borrow_mut(), &mut out).and_then(|_| out.flush());
+    if let Err(e) = ended {
         return quiet_if_broken_pipe(e);
     }
-    let total_lost = lost();
-    report_lost(total_lost, reported_lost);
     if total_lost > 0 {
-        eprintln!("tcpkit: {total_lost} events lost in total: the ring buffer was full");
+        eprintln!("tcpkit: {total_lost} events lost in total: the ring buffer was full (see --ring-size)");
     }
     Ok(())
 }
 
-fn report_lost(now: u64, reported: u64) -> u64 {
+/// Says on stderr, and in the output where the format has a record for it, how many events were lost
+/// since the last report.
+fn report_lost(now: u64, reported: u64, format: &mut impl Format, out: &mut Output) -> io::Result<u64> {
     if now > reported {
         eprintln!("tcpkit: lost {} events", now - reported);
+        format.lost(now - reported, out.writer())?;
     }
-    now
+    Ok(now)
 }
 
 /// `tcpkit … | head` must end quietly and successfully, as any Unix filter does.

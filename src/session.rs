@@ -31,18 +31,25 @@ pub trait Tool: for<'obj> SkelBuilder<'obj> + Default {
 
 pub type Loaded<'obj, T> = <<T as SkelBuilder<'obj>>::Output as OpenSkel<'obj>>::Output;
 
-pub fn run<T: Tool>(filter: &FilterArgs, run: &RunArgs, plan: &Plan, format: &mut impl Format) -> Result<()> {
+/// Runs a subcommand; `layout` makes its output format once the backend is known (JSON names it).
+pub fn run<T: Tool, F: Format>(
+    filter: &FilterArgs,
+    run: &RunArgs,
+    plan: &Plan,
+    layout: impl FnOnce(Backend) -> F,
+) -> Result<()> {
     let filters = Filters::from_args(filter)?;
     preflight::check()?;
     let pinned = filters.open_pinned_maps()?;
     kernel::set_libbpf_log(run.debug);
     let mut slots = [const { MaybeUninit::uninit() }; 3];
-    let (_backend, (skel, _links)) = backend::load_first(run.backend, &mut slots, run.debug, |backend, slot| {
-        load::<T>(backend, slot, &filters, &pinned, plan)
+    let (backend, (skel, _links)) = backend::load_first(run.backend, &mut slots, run.debug, |backend, slot| {
+        load::<T>(backend, slot, &filters, &pinned, plan, run.ring_size)
     })?;
     let events = map(skel.object(), "events")?;
     let lost = T::lost_events(&skel);
-    ring::run(&events, || kernel::read_counter(lost), format)
+    let limits = ring::Limits { count: run.count, duration: run.duration };
+    ring::run(&events, || kernel::read_counter(lost), &mut layout(backend), limits)
 }
 
 fn load<'obj, T: Tool>(
@@ -51,15 +58,20 @@ fn load<'obj, T: Tool>(
     filters: &Filters,
     pinned: &PinnedSets,
     plan: &Plan,
+    ring_size: u32,
 ) -> Result<(Loaded<'obj, T>, Vec<Link>)> {
     let mut open = T::default().open(slot).context(|| "opening the BPF object".into())?;
+    if let Some(mut events) = open.open_object_mut().maps_mut().find(|m| m.name() == "events") {
+        events.set_max_entries(ring_size).context(|| "sizing the ring buffer".into())?;
+    }
     let kernel_hook = select_accept_hook(backend, open.open_object_mut());
     let rodata = T::rodata(&mut open);
     filters.write_rodata(rodata, plan.ports_either_end);
     *rodata.filters_mut().kernel_hook = kernel_hook;
     pinned.shape_holders(open.open_object_mut())?;
     let skel = open.load().context(|| format!("loading the {backend} programs"))?;
-    pinned.fill_holders(&map(skel.object(), "cgroup_set")?, &map(skel.object(), "mntns_set")?)?;
+    let object = skel.object();
+    pinned.fill_holders(&map(object, "cgroup_set")?, &map(object, "mntns_set")?, &map(object, "cgroup_dir")?)?;
     let links = attach(skel.object(), plan.attach_order)?;
     Ok((skel, links))
 }

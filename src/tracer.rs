@@ -1,7 +1,8 @@
 //! `tcpkit tracer`: connect, accept and close of established TCP connections, as bcc's tcptracer.
 use crate::cli::TracerArgs;
 use crate::error::Result;
-use crate::format::TracerText;
+use crate::format::{Layout, TracerText};
+use crate::json::Json;
 use crate::session::{self, Plan};
 use crate::skel::tracer::TracerSkelBuilder;
 
@@ -19,6 +20,8 @@ const PLAN: Plan = Plan {
 };
 
 pub fn run(args: &TracerArgs) -> Result<()> {
-    let mut format = TracerText::new(&args.output, args.verbose, args.filter.netns.is_none());
-    session::run::<TracerSkelBuilder>(&args.filter, &args.run, &PLAN, &mut format)
+    session::run::<TracerSkelBuilder, _>(&args.filter, &args.run, &PLAN, |backend| match args.output.json() {
+        true => Layout::Json(Json::new(backend.name())),
+        false => Layout::Tracer(TracerText::new(&args.output, args.verbose, args.filter.netns.is_none())),
+    })
 }

@@ -20,12 +20,15 @@
 #define SOCK_STREAM 1
 
 const volatile __u32 targ_tgid = 0;        /* 0: any process */
+const volatile bool filter_uid = false;
+const volatile __u32 targ_uid = 0;
 const volatile __u32 targ_netns = 0;       /* 0: any network namespace */
 const volatile __u16 targ_family = 0;      /* 0: both families */
 const volatile bool filter_ports = false;
 const volatile bool ports_either_end = false; /* -P matches the remote port too (tracer), not only the local */
 const volatile bool filter_cgroup = false; /* task's cgroup id must be a key of the --cgroupmap map */
 const volatile bool filter_mntns = false;  /* task's mount ns must be a key of the --mntnsmap map */
+const volatile bool filter_cgroup_dir = false; /* task must be in the --cgroup directory or below it */
 /* One bit per port: a port list or range costs one load, whatever its length. */
 const volatile __u64 targ_ports[PORT_BITMAP_WORDS] = {};
 
@@ -67,6 +70,14 @@ struct {
 	__array(values, struct id_set);
 } mntns_set SEC(".maps");
 
+/* --cgroup: slot 0 holds the directory's fd; the kernel answers "in it or below it" for the current task. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} cgroup_dir SEC(".maps");
+
 static __always_inline bool in_set(void *outer, __u64 id)
 {
 	__u32 zero = 0;
@@ -82,26 +93,21 @@ static __always_inline __u32 current_mntns(void)
 	return BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
 }
 
-/* Filters that depend only on the current task; call them first, they are the cheapest. */
+/*
+ * Filters that depend only on the current task; call them first, they are the cheapest. A task that a
+ * tracer remembers (the owner of a connection) is remembered only if it passed them then.
+ */
 static __always_inline bool task_wanted(__u64 pid_tgid)
 {
 	if (targ_tgid && (__u32)(pid_tgid >> 32) != targ_tgid)
 		return false;
+	if (filter_uid && (__u32)bpf_get_current_uid_gid() != targ_uid)
+		return false;
 	if (filter_cgroup && !in_set(&cgroup_set, bpf_get_current_cgroup_id()))
 		return false;
+	if (filter_cgroup_dir && bpf_current_task_under_cgroup(&cgroup_dir, 0) != 1)
+		return false;
 	if (filter_mntns && !in_set(&mntns_set, current_mntns()))
-		return false;
-	return true;
-}
-
-/* The same filters, for a task remembered earlier (the owner of a connection). */
-static __always_inline bool task_info_wanted(const struct task_info *t)
-{
-	if (targ_tgid && t->pid != targ_tgid)
-		return false;
-	if (filter_cgroup && !in_set(&cgroup_set, t->cgroup_id))
-		return false;
-	if (filter_mntns && !in_set(&mntns_set, t->mntns))
 		return false;
 	return true;
 }
@@ -109,7 +115,7 @@ static __always_inline bool task_info_wanted(const struct task_info *t)
 /* True when some filter is about the task: then an event whose task is unknown cannot be shown. */
 static __always_inline bool any_task_filter(void)
 {
-	return targ_tgid || filter_cgroup || filter_mntns;
+	return targ_tgid || filter_uid || filter_cgroup || filter_cgroup_dir || filter_mntns;
 }
 
 static __always_inline void current_task_info(struct task_info *t, __u64 pid_tgid)

@@ -25,6 +25,9 @@ struct Cli {
     /// Move into the network namespace of this process first
     #[arg(long, value_name = "PID")]
     join_netns: Option<u32>,
+    /// Switch to this user (and group) ID after the namespace moves
+    #[arg(long, value_name = "UID")]
+    setuid: Option<u32>,
     /// Socket protocol: tcp, or mptcp and sctp (SOCK_STREAM sockets that must never show as TCP)
     #[arg(long, value_enum, default_value_t = Proto::Tcp)]
     proto: Proto,
@@ -129,6 +132,10 @@ fn main() {
     if let Some(pid) = cli.join_netns {
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).expect("opening the network namespace");
         nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).expect("setns(CLONE_NEWNET) needs root");
+    }
+    if let Some(id) = cli.setuid {
+        nix::unistd::setgid(nix::unistd::Gid::from_raw(id)).expect("setgid needs root");
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(id)).expect("setuid needs root");
     }
     say(&format!("pid {}", std::process::id()));
     say(&format!("mntns {}", ns_inode("mnt")));
@@ -326,7 +333,9 @@ fn accept_all(
         let (listener, accepted, kept, done_tx) = (listener.clone(), accepted.clone(), kept.clone(), done_tx.clone());
         std::thread::spawn(move || loop {
             let Some(stream) = accept_one(&listener, syscall, nonblock) else { continue };
-            say(&format!("accepted {} {}", stream.local_addr().unwrap().port(), stream.peer_addr().unwrap().port()));
+            // A connection the other end already ended has no peer address any more: port 0.
+            let rport = stream.peer_addr().map_or(0, |a| a.port());
+            say(&format!("accepted {} {rport}", stream.local_addr().unwrap().port()));
             end_connection(stream, end, &kept);
             if accepted.fetch_add(1, Ordering::SeqCst) + 1 == count {
                 let _ = done_tx.send(());

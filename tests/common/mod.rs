@@ -135,6 +135,23 @@ impl Tcpkit {
         Self::start_with_header_lines(args, 1)
     }
 
+    /// Starts tcpkit with -o json, which prints no header: --debug's "using the … backend" on stderr says
+    /// when it is attached.
+    pub fn start_json(args: &[&str]) -> Tcpkit {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json", "--debug"]);
+        let mut tcpkit = Self::try_start(&all, &test_backend(), 0).expect("starting tcpkit");
+        let end = Instant::now() + DEADLINE;
+        while !tcpkit.stderr().lines().any(|l| l.starts_with("tcpkit: using the ")) {
+            assert!(Instant::now() < end, "tcpkit {all:?} never said it was attached: {}", tcpkit.stderr());
+            if let Some(status) = tcpkit.child.try_wait().unwrap() {
+                panic!("tcpkit {all:?} ended: {status}; {}", tcpkit.stderr.finish());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tcpkit
+    }
+
     /// As start, for layouts whose header has several lines (a banner first).
     pub fn start_with_header_lines(args: &[&str], header_lines: usize) -> Tcpkit {
         let backend = test_backend();
@@ -480,6 +497,17 @@ impl Cgroup {
         let dir = cgroup2_root().join(format!("tcpkit-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("creating a cgroup");
         Cgroup(dir)
+    }
+
+    /// A cgroup inside this one.
+    pub fn child(&self, name: &str) -> Cgroup {
+        let dir = self.0.join(name);
+        std::fs::create_dir_all(&dir).expect("creating a child cgroup");
+        Cgroup(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
     }
 
     /// The cgroup id BPF sees: the directory's inode number.

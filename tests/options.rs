@@ -1,0 +1,186 @@
+//! Flags beyond bcc's, for both subcommands, against real sockets and real BPF: -o json, lost-event
+//! accounting with --ring-size, -u and -U, --cgroup, -c and -d.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// One connection from the test to a fresh listening peer; returns the peer and the client port.
+fn connection() -> (Peer, u16) {
+    let mut server = Peer::listen(&[], &[]);
+    let (c, cport) = connect(v4(server.port));
+    server.expect_accepted(cport);
+    drop(c);
+    (server, cport)
+}
+
+fn json_lines(lines: &[String]) -> Vec<Value> {
+    lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+}
+
+/// The JSON record of type `kind` for the socket with these local and remote ports.
+fn record<'a>(records: &'a [Value], kind: &str, lport: u16, rport: u16) -> Option<&'a Value> {
+    records.iter().find(|r| r["type"] == kind && r["lport"] == lport && r["rport"] == rport)
+}
+
+#[test]
+fn json_lines_parse_and_carry_every_field_typed() {
+    for sub in ["accept", "tracer"] {
+        let tcpkit = Tcpkit::start_json(&[sub]);
+        let (server, cport) = connection();
+        let sport = server.port;
+        std::thread::sleep(Duration::from_millis(200)); // the client's close, in this process
+        let records = json_lines(&tcpkit.stop_and_collect());
+        let accept = record(&records, "accept", sport, cport).unwrap_or_else(|| panic!("{sub}: {records:#?}"));
+        let numbers = ["time_ns", "pid", "tid", "uid", "ip", "lport", "rport", "netns", "mntns", "cgroup_id"];
+        for field in numbers {
+            assert!(accept[field].is_number(), "{sub}: {field} is not a number in {accept}");
+        }
+        for field in ["type", "time", "comm", "laddr", "raddr", "task", "backend"] {
+            assert!(accept[field].is_string(), "{sub}: {field} is not a string in {accept}");
+        }
+        assert_eq!(accept["pid"], server.pid);
+        assert_eq!(accept["comm"], "tcpkit-peer");
+        assert_eq!((accept["laddr"].as_str(), accept["raddr"].as_str()), (Some("127.0.0.1"), Some("127.0.0.1")));
+        assert_eq!(accept["ip"], 4);
+        assert_eq!(accept["netns"], server.netns);
+        assert_eq!(accept["mntns"], server.mntns);
+        assert_eq!(accept["task"], "current");
+        let backend = test_backend();
+        if backend != "auto" {
+            assert_eq!(accept["backend"], backend.as_str());
+        }
+        // RFC 3339 with nanoseconds, and the same instant as time_ns.
+        let time = accept["time"].as_str().unwrap();
+        let parsed = chrono::DateTime::parse_from_rfc3339(time).unwrap_or_else(|e| panic!("{time}: {e}"));
+        assert_eq!(parsed.timestamp_nanos_opt().map(i128::from), accept["time_ns"].as_i64().map(i128::from));
+        if sub == "tracer" {
+            let c = record(&records, "connect", cport, sport).unwrap_or_else(|| panic!("no connect: {records:#?}"));
+            assert_eq!((c["pid"].as_u64(), c["task"].as_str()), (Some(std::process::id() as u64), Some("owner")));
+            assert!(record(&records, "close", cport, sport).is_some(), "no close: {records:#?}");
+        }
+    }
+}
+
+#[test]
+fn lost_events_plus_printed_lines_equal_events_generated() {
+    // A 4 KiB ring holds a few dozen events; tcpkit is stopped (SIGSTOP) while 300 accepts happen.
+    const N: usize = 300;
+    for json in [false, true] {
+        let mut server = Peer::listen(&[], &["--count", &N.to_string()]);
+        let pid = server.pid.to_string();
+        let args = ["accept", "--ring-size", "4K", "-p", &pid];
+        let tcpkit = if json { Tcpkit::start_json(&args) } else { Tcpkit::start(&args) };
+        let tpid = Pid::from_raw(tcpkit.pid() as i32);
+        kill(tpid, Signal::SIGSTOP).unwrap();
+        let target = v4(server.port).to_string();
+        let mut client = Peer::spawn(&[], "connect", &["--addr", &target, "--count", &N.to_string()]);
+        client.wait_done();
+        server.wait_done();
+        kill(tpid, Signal::SIGCONT).unwrap();
+        let (status, lines, stderr) = tcpkit.stop();
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        let seen = lines;
+        let total: usize = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("tcpkit: ")?.split(" events lost in total").next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no final count of lost events: {stderr}"));
+        let (printed, lost_records) = if json {
+            let records = json_lines(&seen);
+            let lost: u64 = records.iter().filter(|r| r["type"] == "lost").map(|r| r["count"].as_u64().unwrap()).sum();
+            (records.iter().filter(|r| r["type"] == "accept").count(), lost as usize)
+        } else {
+            (seen.iter().filter(|l| !l.starts_with("PID")).count(), total)
+        };
+        assert!(total > 0, "a 4 KiB ring lost nothing of {N} events; the test proves nothing");
+        assert_eq!(lost_records, total, "JSON lost records do not add up to the final count: {stderr}");
+        assert_eq!(printed + total, N, "printed {printed} + lost {total} != {N} generated (json: {json})");
+    }
+}
+
+#[test]
+fn uid_filter_and_uid_column() {
+    let mut server = Peer::listen(&[], &["--count", "2"]);
+    let target = v4(server.port).to_string();
+    let mut nobody = Peer::spawn(&["--setuid", "65534", "--wait"], "connect", &["--addr", &target]);
+    let mut root = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
+    let mut tcpkit = Tcpkit::start_with_header_lines(&["tracer", "-u", "65534", "-U"], 2);
+    assert!(tcpkit
+        .header
+        .ends_with("\nT  UID    PID    COMM             IP SADDR            DADDR            SPORT  DPORT "));
+    root.go();
+    root.wait_done();
+    nobody.go();
+    nobody.wait_done();
+    let port = server.port.to_string();
+    let line = tcpkit.expect_line("nobody's connect", |l| l.starts_with("C ") && l.contains(&port));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&cols[..4], ["C", "65534", &nobody.pid.to_string(), "tcpkit-peer"], "{line}");
+    server.wait_done();
+    let all = tcpkit.stop_and_collect();
+    assert!(all.iter().all(|l| l.split_whitespace().nth(1) == Some("65534")), "another UID: {all:#?}");
+}
+
+#[test]
+fn cgroup_flag_keeps_tasks_in_the_directory_and_below() {
+    let parent = Cgroup::new();
+    let child = parent.child("inner");
+    let mut server = Peer::listen(&[], &["--count", "2"]);
+    let target = v4(server.port).to_string();
+    let mut inside = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
+    let mut outside = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
+    child.add(inside.pid);
+    let dir = parent.path().to_str().unwrap().to_string();
+    let mut tcpkit = Tcpkit::start_with_header_lines(&["tracer", "--cgroup", &dir], 2);
+    outside.go();
+    outside.wait_done();
+    inside.go();
+    inside.wait_done();
+    let pid = inside.pid.to_string();
+    tcpkit.expect_line("the connect from the child cgroup", |l| l.starts_with("C ") && l.contains(&format!(" {pid} ")));
+    server.wait_done();
+    inside.wait_exit(); // the cgroups must be empty to be removed
+    let all = tcpkit.stop_and_collect();
+    assert!(all.iter().all(|l| col_from_end(l, 6) == pid), "a task outside {dir}: {all:#?}");
+    drop(child);
+}
+
+#[test]
+fn count_flag_exits_after_that_many_events() {
+    let mut tcpkit = Tcpkit::start(&["accept", "-c", "2"]);
+    for _ in 0..3 {
+        connection();
+    }
+    assert!(wait_with_deadline(&mut tcpkit.child, DEADLINE).is_some_and(|s| s.success()), "did not exit 0 by itself");
+    let lines = tcpkit.stdout.rest(DEADLINE);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+}
+
+#[test]
+fn duration_flag_exits_after_that_many_seconds() {
+    let started = Instant::now();
+    let mut tcpkit = Tcpkit::start_with_header_lines(&["tracer", "-d", "1"], 2);
+    let status = wait_with_deadline(&mut tcpkit.child, DEADLINE).expect("did not exit by itself");
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "exited before its duration");
+}
+
+#[test]
+fn bad_values_of_the_new_flags_are_usage_errors() {
+    assert_usage_error(&["accept", "-c", "0"], "positive whole number");
+    assert_usage_error(&["tracer", "-c", "x"], "positive whole number");
+    assert_usage_error(&["accept", "-d", "0"], "positive number of seconds");
+    assert_usage_error(&["tracer", "-d", "-1"], "");
+    assert_usage_error(&["accept", "--ring-size", "3000"], "power of two");
+    assert_usage_error(&["tracer", "--ring-size", "1G"], "power of two");
+    assert_usage_error(&["accept", "-u", "abc"], "whole number from 0");
+    assert_usage_error(&["tracer", "-u", "4294967295"], "whole number from 0");
+    assert_usage_error(&["accept", "-o", "yaml"], "invalid value 'yaml'");
+    assert_usage_error(&["tracer", "--json", "-o", "text"], "cannot be used with");
+    assert_usage_error(&["accept", "--cgroup", "/nonexistent-cgroup"], "--cgroup /nonexistent-cgroup");
+    assert_usage_error(&["tracer", "--cgroup", "/tmp"], "not a cgroup v2 directory");
+}
