@@ -38,7 +38,7 @@ __u64 lost_events = 0;
 /* Keeps struct event in BTF so that the skeleton generates its Rust type. */
 const struct event *unused_event __attribute__((unused));
 
-/* Sized from user space (--ring-size); 256 KiB holds ~2900 events. */
+/* Sized from user space (--ring-size); 256 KiB holds about 2500 events of 104 bytes (with the header). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
