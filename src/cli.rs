@@ -159,32 +159,26 @@ pub enum BackendArg {
     Tracepoint,
 }
 
+/// A number that `valid` accepts; anything else gets the one-line reason `why`.
+fn number_where<T: std::str::FromStr>(s: &str, valid: impl Fn(&T) -> bool, why: &str) -> Result<T, String> {
+    s.parse::<T>().ok().filter(|n| valid(n)).ok_or_else(|| why.to_string())
+}
+
 fn parse_pid(s: &str) -> Result<u32, String> {
-    match s.parse::<u32>() {
-        Ok(pid) if pid > 0 && pid <= i32::MAX as u32 => Ok(pid),
-        _ => Err("a PID is a positive whole number".into()),
-    }
+    number_where(s, |&pid| pid > 0 && pid <= i32::MAX as u32, "a PID is a positive whole number")
 }
 
 fn parse_uid(s: &str) -> Result<u32, String> {
-    match s.parse::<u32>() {
-        Ok(uid) if uid != u32::MAX => Ok(uid),
-        _ => Err("a UID is a whole number from 0 to 4294967294".into()),
-    }
+    number_where(s, |&uid| uid != u32::MAX, "a UID is a whole number from 0 to 4294967294")
 }
 
 fn parse_count(s: &str) -> Result<u64, String> {
-    match s.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err("a count is a positive whole number".into()),
-    }
+    number_where(s, |&n| n > 0, "a count is a positive whole number")
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    match s.parse::<f64>() {
-        Ok(secs) if secs > 0.0 && secs <= 1e9 => Ok(Duration::from_secs_f64(secs)),
-        _ => Err("a duration is a positive number of seconds, e.g. 10 or 0.5".into()),
-    }
+    let why = "a duration is a positive number of seconds, e.g. 10 or 0.5";
+    number_where(s, |&secs: &f64| secs > 0.0 && secs <= 1e9, why).map(Duration::from_secs_f64)
 }
 
 /// Bytes with an optional K or M suffix (powers of 1024); the kernel wants a power of two of pages.
@@ -202,10 +196,7 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
 }
 
 fn parse_netns(s: &str) -> Result<u32, String> {
-    match s.parse::<u32>() {
-        Ok(ino) if ino > 0 => Ok(ino),
-        _ => Err("a network namespace is its inode number, e.g. 4026531969".into()),
-    }
+    number_where(s, |&ino| ino > 0, "a network namespace is its inode number, e.g. 4026531969")
 }
 
 fn parse_ports(s: &str) -> Result<PortSet, String> {

@@ -75,6 +75,20 @@ fn one_connection(
     (server, client, cport)
 }
 
+/// Waits for the C, A and both X lines of one connection and checks each row to the byte: C and the
+/// client's X name the client, A and the server's X the server.
+fn expect_connection_rows(tcpkit: &mut Tcpkit, server: &Peer, client: &Peer, cport: u16, ip: u8, addr: &str) {
+    let sport = server.port;
+    let lines = tcpkit.expect_all(
+        &format!("the four events of the connection from port {cport}"),
+        &[&event("C", cport, sport), &event("A", sport, cport), &event("X", cport, sport), &event("X", sport, cport)],
+    );
+    assert_eq!(lines[0], row("C", client.pid, PEER, ip, addr, addr, cport, sport));
+    assert_eq!(lines[1], row("A", server.pid, PEER, ip, addr, addr, sport, cport));
+    assert_eq!(lines[2], row("X", client.pid, PEER, ip, addr, addr, cport, sport));
+    assert_eq!(lines[3], row("X", server.pid, PEER, ip, addr, addr, sport, cport));
+}
+
 #[test]
 fn connect_accept_and_both_closes_ipv4_are_exact_bcc_rows() {
     let mut tcpkit = start(&[]);
@@ -83,32 +97,14 @@ fn connect_accept_and_both_closes_ipv4_are_exact_bcc_rows() {
         format!("{BANNER}\nT  PID    COMM             IP SADDR            DADDR            SPORT  DPORT ")
     );
     let (server, client, cport) = one_connection(&[], &[], &[], v4);
-    let sport = server.port;
-    let lines = tcpkit.expect_all(
-        "the four events of one IPv4 connection",
-        &[&event("C", cport, sport), &event("A", sport, cport), &event("X", cport, sport), &event("X", sport, cport)],
-    );
-    let ip = "127.0.0.1";
-    assert_eq!(lines[0], row("C", client.pid, PEER, 4, ip, ip, cport, sport));
-    assert_eq!(lines[1], row("A", server.pid, PEER, 4, ip, ip, sport, cport));
-    assert_eq!(lines[2], row("X", client.pid, PEER, 4, ip, ip, cport, sport));
-    assert_eq!(lines[3], row("X", server.pid, PEER, 4, ip, ip, sport, cport));
+    expect_connection_rows(&mut tcpkit, &server, &client, cport, 4, "127.0.0.1");
 }
 
 #[test]
 fn ipv6_connections_show_bracketed_addresses() {
     let mut tcpkit = start(&[]);
     let (server, client, cport) = one_connection(&[], &["--addr", "[::1]:0"], &[], v6);
-    let sport = server.port;
-    let lines = tcpkit.expect_all(
-        "the four events of one IPv6 connection",
-        &[&event("C", cport, sport), &event("A", sport, cport), &event("X", cport, sport), &event("X", sport, cport)],
-    );
-    let ip = "[::1]";
-    assert_eq!(lines[0], row("C", client.pid, PEER, 6, ip, ip, cport, sport));
-    assert_eq!(lines[1], row("A", server.pid, PEER, 6, ip, ip, sport, cport));
-    assert_eq!(lines[2], row("X", client.pid, PEER, 6, ip, ip, cport, sport));
-    assert_eq!(lines[3], row("X", server.pid, PEER, 6, ip, ip, sport, cport));
+    expect_connection_rows(&mut tcpkit, &server, &client, cport, 6, "[::1]");
 }
 
 #[test]
@@ -117,15 +113,7 @@ fn ipv6_socket_connecting_to_ipv4_mapped_address_is_reported() {
     let mut tcpkit = start(&[]);
     let mapped = |port| format!("[::ffff:127.0.0.1]:{port}").parse().unwrap();
     let (server, client, cport) = one_connection(&[], &["--addr", "[::]:0"], &[], mapped);
-    let sport = server.port;
-    let lines = tcpkit.expect_all(
-        "the events of an IPv4-mapped connection",
-        &[&event("C", cport, sport), &event("A", sport, cport), &event("X", cport, sport), &event("X", sport, cport)],
-    );
-    let ip = "[::ffff:127.0.0.1]";
-    assert_eq!(lines[0], row("C", client.pid, PEER, 6, ip, ip, cport, sport));
-    assert_eq!(lines[1], row("A", server.pid, PEER, 6, ip, ip, sport, cport));
-    assert_eq!(lines[2], row("X", client.pid, PEER, 6, ip, ip, cport, sport));
+    expect_connection_rows(&mut tcpkit, &server, &client, cport, 6, "[::ffff:127.0.0.1]");
 }
 
 /// bcc tcptracer -v's row: `%-12s %-6d %-16s %-2d %-16s %-16s %-6d %-6d` and ` %-8d` NETNS.

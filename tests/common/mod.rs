@@ -473,17 +473,19 @@ pub fn map_entries_of(pid: u32, name: &str) -> usize {
     panic!("process {pid} holds no BPF map named {name}");
 }
 
+/// Bad input: one line on stderr naming the problem, nothing on stdout, exit status 2.
 pub fn assert_usage_error(args: &[&str], needle: &str) {
-    let (status, out, err) = run_tcpkit(args);
-    assert_eq!(status.code(), Some(2), "{args:?} → {err}");
-    assert!(out.is_empty(), "{args:?} printed on stdout: {out}");
-    assert_eq!(err.lines().count(), 1, "{args:?} error is not one line: {err}");
-    assert!(err.starts_with("tcpkit: ") && err.contains(needle), "{args:?} → {err:?}, wanted {needle:?}");
+    assert_error(args, 2, needle);
 }
 
+/// A machine or kernel that cannot do what was asked: one line naming the fix, exit status 1.
 pub fn assert_runtime_error(args: &[&str], needle: &str) {
+    assert_error(args, 1, needle);
+}
+
+fn assert_error(args: &[&str], code: i32, needle: &str) {
     let (status, out, err) = run_tcpkit(args);
-    assert_eq!(status.code(), Some(1), "{args:?} → {err}");
+    assert_eq!(status.code(), Some(code), "{args:?} → {err}");
     assert!(out.is_empty(), "{args:?} printed on stdout: {out}");
     assert_eq!(err.lines().count(), 1, "{args:?} error is not one line: {err}");
     assert!(err.starts_with("tcpkit: ") && err.contains(needle), "{args:?} → {err:?}, wanted {needle:?}");
