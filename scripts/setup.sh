@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing tcpkit needs on a fresh Debian or Ubuntu machine: clang for the BPF
-# objects, libelf and zlib for libbpf. Rust (cargo 1.82+) must already be there.
+# objects, libelf and zlib for libbpf, man for the man-page test. Rust (cargo 1.82+) must already be there.
 set -euo pipefail
 
-packages=(clang libelf-dev zlib1g-dev pkg-config make)
+packages=(clang libelf-dev zlib1g-dev pkg-config make man-db)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
