@@ -24,6 +24,12 @@ pub enum Command {
     /// Trace successful TCP accepts (like bcc's tcpaccept)
     #[command(after_help = ACCEPT_EXAMPLES)]
     Accept(AcceptArgs),
+    /// Print a shell completion script for bash, zsh or fish (packages install them)
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Trace connect, accept and close of established TCP connections (like bcc's tcptracer)
     #[command(after_help = TRACER_EXAMPLES)]
     #[command(mut_arg("ports", |a| a.help("Trace connections with one of these ports at either end only: a comma list of ports and ranges, e.g. 80,443,8000-8080")))]

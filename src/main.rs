@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         cli::Command::Accept(args) => accept::run(args),
         cli::Command::Tracer(args) => tracer::run(args),
+        cli::Command::Completions { shell } => completions(*shell),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,6 +42,14 @@ fn main() -> ExitCode {
             err.exit_code()
         }
     }
+}
+
+/// The completion script for `shell`, from the same clap definitions that parse the command line.
+fn completions(shell: clap_complete::Shell) -> error::Result<()> {
+    use clap::CommandFactory;
+    let mut out = std::io::stdout().lock();
+    clap_complete::generate(shell, &mut cli::Cli::command(), "tcpkit", &mut out);
+    Ok(())
 }
 
 /// Help and version go to stdout with success; any other complaint is one line on stderr and exit 2.

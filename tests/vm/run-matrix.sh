@@ -20,7 +20,7 @@ JOBS=${TCPKIT_VM_JOBS:-2}                   # guests at once: each is one host t
 # that the tracer's "SCTP never shows as TCP" case runs on every kernel.
 MODULES=${TCPKIT_VM_MODULES-veth libcrc32c udp_tunnel ip6_udp_tunnel sctp}
 KERNELS="5.10 6.1 6.12"
-HOST_ONLY_TESTS="manpages"                  # test binaries that check files, not the kernel
+HOST_ONLY_TESTS="manpages completions"      # test binaries that check files, not the kernel
 BACKENDS="fentry kprobe tracepoint auto"
 BUILD=0
 
@@ -209,7 +209,7 @@ build_bins() {
     (cd "$ROOT" && cargo build --release --bins) || die "cargo build --release --bins failed"
     json=$(cd "$ROOT" && cargo test --release --no-run --message-format=json) || die "cargo test --no-run failed"
     # Integration tests only (target kind "test"): unit-test harnesses do not touch the kernel and run on the
-    # host, and so do the test binaries in HOST_ONLY_TESTS (manpages needs man, which the guests lack).
+    # host, and so do the test binaries in HOST_ONLY_TESTS (they need man and bash, which the guests lack).
     jq -r --arg host_only "$HOST_ONLY_TESTS" \
           'select(.reason == "compiler-artifact" and .profile.test and .executable != null
                   and (.target.kind | index("test"))
