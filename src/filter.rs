@@ -170,9 +170,11 @@ fn open_pinned(path: &Path, flag: &str, key: &str) -> Result<MapHandle> {
     Ok(handle)
 }
 
-/// The filter fields of a skeleton's rodata (and accept.bpf.h's kernel_hook), borrowed together.
+/// The filter fields of a skeleton's rodata (and accept.bpf.h's kernel_hook, the ring's wake-up
+/// threshold), borrowed together.
 pub struct RodataFilters<'a> {
     pub kernel_hook: &'a mut bool,
+    pub wakeup_bytes: &'a mut u64,
     pub tgid: &'a mut u32,
     pub filter_uid: &'a mut bool,
     pub uid: &'a mut u32,
@@ -198,6 +200,7 @@ macro_rules! impl_filter_rodata {
             fn filters_mut(&mut self) -> $crate::filter::RodataFilters<'_> {
                 $crate::filter::RodataFilters {
                     kernel_hook: &mut self.kernel_hook,
+                    wakeup_bytes: &mut self.wakeup_bytes,
                     tgid: &mut self.targ_tgid,
                     filter_uid: &mut self.filter_uid,
                     uid: &mut self.targ_uid,

@@ -13,6 +13,8 @@ use crate::output::{is_broken_pipe, Output};
 use crate::signals;
 
 const EINTR: i32 = 4;
+/// The longest an event waits in the ring before the reader looks (the kernel does not wake it per event).
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// When to stop besides a signal: after `count` printed events (-c), after `duration` (-d).
 #[derive(Clone, Copy, Debug, Default)]
@@ -65,7 +67,12 @@ pub fn run(events: &dyn MapCore, lost: impl Fn() -> u64, format: &mut impl Forma
         if left == Some(Duration::ZERO) {
             break;
         }
-        let rc = ring.poll_raw(left.map_or(timeout, |l| l.min(timeout)));
+        // The kernel wakes us only when a quarter of the ring is full, so we also come by every POLL_INTERVAL.
+        let mut rc = ring.poll_raw(left.map_or(timeout, |l| l.min(timeout)).min(POLL_INTERVAL));
+        if rc == 0 {
+            // A poll that timed out consumes nothing: read what the kernel queued without waking us.
+            rc = ring.consume_raw();
+        }
         if let Some(err) = write_error.borrow_mut().take() {
             return quiet_if_broken_pipe(err);
         }

@@ -68,6 +68,7 @@ fn load<'obj, T: Tool>(
     let rodata = T::rodata(&mut open);
     filters.write_rodata(rodata, plan.ports_either_end);
     *rodata.filters_mut().kernel_hook = kernel_hook;
+    *rodata.filters_mut().wakeup_bytes = u64::from(ring_size / 4);
     pinned.shape_holders(open.open_object_mut())?;
     let skel = open.load().context(|| format!("loading the {backend} programs"))?;
     let object = skel.object();

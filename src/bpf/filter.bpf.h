@@ -32,6 +32,14 @@ const volatile bool filter_cgroup_dir = false; /* task must be in the --cgroup d
 /* One bit per port: a port list or range costs one load, whatever its length. */
 const volatile __u64 targ_ports[PORT_BITMAP_WORDS] = {};
 
+/*
+ * Wake the reader only once this many bytes wait in the ring (user space sets a quarter of the ring);
+ * otherwise it finds them at its next poll timeout, a few tens of milliseconds later. Waking it for
+ * every event cost a context switch per event, which was most of tcpkit's overhead (measured: 0.95 wake-ups
+ * and 9 us of CPU per accept). 0 wakes it for every event.
+ */
+const volatile __u64 wakeup_bytes = 0;
+
 /* Events that found the ring buffer full; read by user space from .bss. */
 __u64 lost_events = 0;
 
@@ -182,6 +190,14 @@ static __always_inline bool sock_wanted(const struct sock_key *key)
 	return true;
 }
 
+static __always_inline __u64 ring_wakeup_flag(void)
+{
+	if (!wakeup_bytes)
+		return 0;
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+									       : BPF_RB_NO_WAKEUP;
+}
+
 /* Reserves, fills and submits one event for sk; the caller has applied every filter already. */
 static __always_inline void submit_sock_event(const struct sock *sk, const struct sock_key *key,
 					      const struct task_info *task, __u8 task_source, __u8 type, __u8 hook)
@@ -211,7 +227,7 @@ static __always_inline void submit_sock_event(const struct sock *sk, const struc
 		bpf_core_read(e->saddr, sizeof(e->saddr), &sk->__sk_common.skc_v6_rcv_saddr);
 		bpf_core_read(e->daddr, sizeof(e->daddr), &sk->__sk_common.skc_v6_daddr);
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ring_wakeup_flag());
 }
 
 #endif /* __FILTER_BPF_H */

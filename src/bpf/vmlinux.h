@@ -37,6 +37,16 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 
+/* bpf_ringbuf_submit() flags and bpf_ringbuf_query() fields (uapi/linux/bpf.h). */
+enum {
+	BPF_RB_NO_WAKEUP = 1,
+	BPF_RB_FORCE_WAKEUP = 2,
+};
+
+enum {
+	BPF_RB_AVAIL_DATA = 0,
+};
+
 enum {
 	BPF_ANY = 0,
 	BPF_NOEXIST = 1,
