@@ -308,8 +308,11 @@ fn sixty_four_threads_connecting_and_accepting_all_reported_with_their_pids() {
     }
     let all = tcpkit.stop_and_collect();
     for &(cport, _) in &conns {
+        // The server closes first, so its end keeps TIME_WAIT and a later connect may reuse the same ports
+        // (seen in a slow guest): each use is a connection of its own, with its own four lines.
+        let uses = conns.iter().filter(|&&(p, _)| p == cport).count();
         let n = all.iter().filter(|l| about(cport, sport)(l) || about(sport, cport)(l)).count();
-        assert_eq!(n, 4, "connection from port {cport}: {n} lines, not 4");
+        assert_eq!(n, 4 * uses, "port {cport}, used by {uses} connection(s): {n} lines");
     }
 }
 
