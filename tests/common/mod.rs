@@ -243,6 +243,19 @@ impl Tcpkit {
         self.stop_with(Signal::SIGINT)
     }
 
+    /// Sends `signal` and checks the clean end every signal must give: exit 0, nothing on stderr, and none
+    /// of the BPF programs tcpkit held (at least `min_programs`) still loaded.
+    pub fn assert_clean_stop(self, signal: Signal, min_programs: usize) {
+        let ids = bpf_prog_ids_of(self.pid());
+        assert!(ids.len() >= min_programs, "tcpkit holds too few BPF programs: {ids:?}");
+        let (status, _, stderr) = self.stop_with(signal);
+        assert_eq!(status.code(), Some(0), "{signal}: {stderr}");
+        assert!(stderr.is_empty(), "{signal} printed {stderr:?}");
+        let alive: Vec<u32> =
+            libbpf_rs::query::ProgInfoIter::default().map(|p| p.id).filter(|id| ids.contains(id)).collect();
+        assert!(alive.is_empty(), "programs {alive:?} still loaded after {signal}");
+    }
+
     /// Stops tcpkit, which first prints what the kernel had queued, and returns every line it printed
     /// after its header: absence from these is conclusive for events that happened before the call.
     pub fn stop_and_collect(mut self) -> Vec<String> {
