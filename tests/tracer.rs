@@ -216,24 +216,46 @@ fn timestamp_flag_prints_seconds_and_with_verbose_nanoseconds() {
     assert!(rest.starts_with("connect      "), "{line:?}");
 }
 
+/// Two clients of one server, waiting for a go: the unwanted one connects first, then the wanted one, so
+/// that once the wanted client's C and X are printed the other's absence is conclusive. Every line must
+/// name the wanted client.
+struct FilterCase {
+    server: Peer,
+    wanted: Peer,
+    other: Peer,
+}
+
+impl FilterCase {
+    fn new(wanted_global: &[&str]) -> FilterCase {
+        let server = Peer::listen(&[], &["--count", "2"]);
+        let target = v4(server.port).to_string();
+        let wanted = Peer::spawn(&[wanted_global, &["--wait"]].concat(), "connect", &["--addr", &target]);
+        let other = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
+        FilterCase { server, wanted, other }
+    }
+
+    fn check(mut self, mut tcpkit: Tcpkit) {
+        self.other.go();
+        let (oport, _) = reported(&mut self.other, "connected", 1)[0];
+        self.server.expect_accepted(oport);
+        self.wanted.go();
+        let (wport, _) = reported(&mut self.wanted, "connected", 1)[0];
+        let sport = self.server.port;
+        let lines =
+            tcpkit.expect_all("the wanted client's events", &[&event("C", wport, sport), &event("X", wport, sport)]);
+        assert_eq!(lines[0], row("C", self.wanted.pid, PEER, 4, "127.0.0.1", "127.0.0.1", wport, sport));
+        self.server.expect_accepted(wport);
+        self.wanted.wait_exit(); // a cgroup must be empty to be removed
+        let all = tcpkit.stop_and_collect();
+        assert!(all.iter().all(|l| col_from_end(l, 6) == self.wanted.pid.to_string()), "another PID: {all:#?}");
+    }
+}
+
 #[test]
 fn pid_filter_keeps_only_that_process() {
-    let mut server = Peer::listen(&[], &["--count", "2"]);
-    let target = v4(server.port).to_string();
-    let mut wanted = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
-    let mut other = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
-    let mut tcpkit = start(&["-p", &wanted.pid.to_string()]);
-    other.go();
-    let (oport, _) = reported(&mut other, "connected", 1)[0];
-    server.expect_accepted(oport);
-    wanted.go();
-    let (wport, _) = reported(&mut wanted, "connected", 1)[0];
-    let lines = tcpkit
-        .expect_all("the wanted client's events", &[&event("C", wport, server.port), &event("X", wport, server.port)]);
-    assert_eq!(lines[0], row("C", wanted.pid, PEER, 4, "127.0.0.1", "127.0.0.1", wport, server.port));
-    server.expect_accepted(wport);
-    let all = tcpkit.stop_and_collect();
-    assert!(all.iter().all(|l| col_from_end(l, 6) == wanted.pid.to_string()), "another PID: {all:#?}");
+    let case = FilterCase::new(&[]);
+    let tcpkit = start(&["-p", &case.wanted.pid.to_string()]);
+    case.check(tcpkit);
 }
 
 #[test]
@@ -478,22 +500,10 @@ fn mptcp_sctp_and_udp_never_show_as_tcp() {
 
 #[test]
 fn mntnsmap_keeps_only_tasks_in_listed_mount_namespaces() {
-    let mut server = Peer::listen(&[], &["--count", "2"]);
-    let target = v4(server.port).to_string();
-    let mut inside = Peer::spawn(&["--new-mntns", "--wait"], "connect", &["--addr", &target]);
-    let mut outside = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
-    let map = pinned_hash("tmntns", 8, 4, &[inside.mntns]);
-    let mut tcpkit = start(&["--mntnsmap", map.to_str().unwrap()]);
-    outside.go();
-    let (oport, _) = reported(&mut outside, "connected", 1)[0];
-    server.expect_accepted(oport);
-    inside.go();
-    let (iport, _) = reported(&mut inside, "connected", 1)[0];
-    let lines = tcpkit
-        .expect_all("the inside task's events", &[&event("C", iport, server.port), &event("X", iport, server.port)]);
-    assert_eq!(lines[0], row("C", inside.pid, PEER, 4, "127.0.0.1", "127.0.0.1", iport, server.port));
-    let all = tcpkit.stop_and_collect();
-    assert!(all.iter().all(|l| col_from_end(l, 6) == inside.pid.to_string()), "{all:#?}");
+    let case = FilterCase::new(&["--new-mntns"]);
+    let map = pinned_hash("tmntns", 8, 4, &[case.wanted.mntns]);
+    let tcpkit = start(&["--mntnsmap", map.to_str().unwrap()]);
+    case.check(tcpkit);
     let _ = std::fs::remove_file(map);
 }
 
@@ -501,23 +511,10 @@ fn mntnsmap_keeps_only_tasks_in_listed_mount_namespaces() {
 fn cgroupmap_keeps_only_tasks_in_listed_cgroups() {
     let cgroup = Cgroup::new();
     let map = pinned_hash("tcgroups", 8, 8, &[cgroup.id()]);
-    let mut server = Peer::listen(&[], &["--count", "2"]);
-    let target = v4(server.port).to_string();
-    let mut inside = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
-    let mut outside = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
-    cgroup.add(inside.pid);
-    let mut tcpkit = start(&["--cgroupmap", map.to_str().unwrap()]);
-    outside.go();
-    let (oport, _) = reported(&mut outside, "connected", 1)[0];
-    server.expect_accepted(oport);
-    inside.go();
-    let (iport, _) = reported(&mut inside, "connected", 1)[0];
-    let sport = server.port;
-    let lines = tcpkit.expect_all("the inside task's events", &[&event("C", iport, sport), &event("X", iport, sport)]);
-    assert_eq!(lines[0], row("C", inside.pid, PEER, 4, "127.0.0.1", "127.0.0.1", iport, sport));
-    inside.wait_exit(); // leaves the cgroup empty so that it can be removed
-    let all = tcpkit.stop_and_collect();
-    assert!(all.iter().all(|l| col_from_end(l, 6) == inside.pid.to_string()), "{all:#?}");
+    let case = FilterCase::new(&[]);
+    cgroup.add(case.wanted.pid);
+    let tcpkit = start(&["--cgroupmap", map.to_str().unwrap()]);
+    case.check(tcpkit);
     let _ = std::fs::remove_file(map);
 }
 
