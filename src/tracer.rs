@@ -10,7 +10,7 @@ const PLAN: Plan = Plan {
     ports_either_end: true,
     // State changes first: an accept reported before them would have no owner for its close.
     attach_order: &[
-        "tp_inet_sock_set_state",
+        "inet_sock_set_state",
         "tp_sys_exit_accept4",
         "tp_sys_exit_accept",
         "fexit_inet_csk_accept",

@@ -5,9 +5,9 @@
 char LICENSE[] SEC("license") = "GPL";
 
 static __always_inline void accepted(const struct sock *sk, const struct sock_key *key,
-				     const struct task_info *task, __u8 hook)
+				     const struct task_info *task, __u8 hook, bool btf)
 {
-	submit_sock_event(sk, key, task, TASK_CURRENT, EVENT_ACCEPT, hook);
+	submit_sock_event(sk, key, task, TASK_CURRENT, EVENT_ACCEPT, hook, btf);
 }
 
 #include "accept.bpf.h"

@@ -12,8 +12,8 @@
  *
  * The object that includes this file defines, before including it,
  *   static __always_inline void accepted(const struct sock *sk, const struct sock_key *key,
- *                                        const struct task_info *task, __u8 hook);
- * called once per accept that passed every filter, in the accepting task.
+ *                                        const struct task_info *task, __u8 hook, bool btf);
+ * called once per accept that passed every filter, in the accepting task; btf as in SK_READ.
  */
 #ifndef __ACCEPT_BPF_H
 #define __ACCEPT_BPF_H
@@ -31,18 +31,18 @@ struct {
 	__type(value, __u64);
 } seen_by_hook SEC(".maps");
 
-static __always_inline void report_accept(const struct sock *sk, __u64 pid_tgid, __u8 hook)
+static __always_inline void report_accept(const struct sock *sk, __u64 pid_tgid, __u8 hook, bool btf)
 {
 	struct sock_key key = {};
 	struct task_info task;
 
-	if (!read_sock_key(sk, &key) || !sock_wanted(&key))
+	if (!read_sock_key(sk, &key, btf) || !sock_wanted(&key))
 		return;
 	current_task_info(&task, pid_tgid);
-	accepted(sk, &key, &task, hook);
+	accepted(sk, &key, &task, hook, btf);
 }
 
-static __always_inline int on_kernel_accept(struct sock *newsk, __u8 hook)
+static __always_inline int on_kernel_accept(struct sock *newsk, __u8 hook, bool btf)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid;
@@ -53,39 +53,56 @@ static __always_inline int on_kernel_accept(struct sock *newsk, __u8 hook)
 	/* Remember even filtered accepts: the syscall-exit program must not report them either. */
 	bpf_map_update_elem(&seen_by_hook, &tid, &sk, BPF_ANY);
 	if (task_wanted(pid_tgid))
-		report_accept(newsk, pid_tgid, hook);
+		report_accept(newsk, pid_tgid, hook, btf);
 	return 0;
 }
 
 SEC("fexit/inet_csk_accept")
 int BPF_PROG(fexit_inet_csk_accept, struct sock *sk, int flags, int *err, bool kern, struct sock *newsk)
 {
-	return on_kernel_accept(newsk, HOOK_FENTRY);
+	return on_kernel_accept(newsk, HOOK_FENTRY, true);
 }
 
 SEC("fexit/inet_csk_accept")
 int BPF_PROG(fexit_inet_csk_accept_v610, struct sock *sk, struct proto_accept_arg *arg, struct sock *newsk)
 {
-	return on_kernel_accept(newsk, HOOK_FENTRY);
+	return on_kernel_accept(newsk, HOOK_FENTRY, true);
 }
 
 SEC("kretprobe/inet_csk_accept")
 int BPF_KRETPROBE(kretprobe_inet_csk_accept, struct sock *newsk)
 {
-	return on_kernel_accept(newsk, HOOK_KPROBE);
+	return on_kernel_accept(newsk, HOOK_KPROBE, false);
 }
 
-/* The sock behind a file descriptor of the current task, or NULL if fd is not a socket. */
+/* The current task's open files, and how many slots the array has. */
+static __always_inline struct file **current_fd_array(unsigned int *max_fds)
+{
+	struct fdtable *fdt;
+
+	if (have_task_btf()) {
+		fdt = bpf_get_current_task_btf()->files->fdt;
+		*max_fds = fdt->max_fds;
+		return fdt->fd;
+	}
+	fdt = BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), files, fdt);
+	*max_fds = BPF_CORE_READ(fdt, max_fds);
+	return BPF_CORE_READ(fdt, fd);
+}
+
+/*
+ * The sock behind a file descriptor of the current task, or NULL if fd is not a socket. From the file on,
+ * every pointer is read with bpf_probe_read_kernel: the verifier does not follow `struct file **`.
+ */
 static __always_inline struct sock *sock_of_fd(long fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	unsigned int max_fds = 0;
+	struct file **fds = current_fd_array(&max_fds);
 	struct file *file = NULL;
 	struct socket *sock;
 	struct sock *sk;
 
-	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd < 0 || fd >= max_fds)
 		return NULL;
 	bpf_core_read(&file, sizeof(file), &fds[fd]);
 	if (!file)
@@ -122,7 +139,7 @@ static __always_inline int on_accept_exit(struct syscall_exit_ctx *ctx)
 		if (reported || !task_wanted(pid_tgid))
 			return 0;
 	}
-	report_accept(sk, pid_tgid, HOOK_TRACEPOINT);
+	report_accept(sk, pid_tgid, HOOK_TRACEPOINT, false);
 	return 0;
 }
 

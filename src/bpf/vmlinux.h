@@ -47,6 +47,11 @@ enum {
 	BPF_RB_AVAIL_DATA = 0,
 };
 
+/* Only its existence is asked (CO-RE): bpf_get_current_task_btf() came in 5.11. */
+enum bpf_func_id {
+	BPF_FUNC_get_current_task_btf = 158,
+};
+
 enum {
 	BPF_ANY = 0,
 	BPF_NOEXIST = 1,
@@ -156,6 +161,7 @@ struct nsproxy {
 struct task_struct {
 	int pid;
 	int tgid;
+	char comm[16];
 	struct files_struct *files;
 	struct nsproxy *nsproxy;
 };
@@ -166,28 +172,6 @@ struct proto_accept_arg {
 	int err;
 	int is_empty;
 	bool kern;
-};
-
-struct trace_entry {
-	unsigned short type;
-	unsigned char flags;
-	unsigned char preempt_count;
-	int pid;
-};
-
-struct trace_event_raw_inet_sock_set_state {
-	struct trace_entry ent;
-	const void *skaddr;
-	int oldstate;
-	int newstate;
-	__u16 sport;
-	__u16 dport;
-	__u16 family;
-	__u16 protocol;
-	__u8 saddr[4];
-	__u8 daddr[4];
-	__u8 saddr_v6[16];
-	__u8 daddr_v6[16];
 };
 
 #pragma clang attribute pop
