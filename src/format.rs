@@ -5,6 +5,7 @@ use chrono::{Local, TimeZone};
 use nix::time::{clock_gettime, ClockId};
 
 use crate::cli::OutputArgs;
+use crate::columns::{ip, left, left_cut, uint, StackText};
 use crate::event::Event;
 
 /// A layout: the lines printed once before events, then one row per event.
@@ -82,7 +83,8 @@ fn uid_header(print_uid: bool, w: &mut impl Write) -> io::Result<()> {
 
 fn uid_column(print_uid: bool, e: &Event, w: &mut impl Write) -> io::Result<()> {
     if print_uid {
-        write!(w, "{:<6} ", e.task.uid)?;
+        left(w, uint(e.task.uid.into()).as_str(), 6)?;
+        w.write_all(b" ")?;
     }
     Ok(())
 }
@@ -105,14 +107,18 @@ impl TimeColumns {
 
     fn event(&mut self, ts_ns: u64, w: &mut impl Write) -> io::Result<()> {
         if self.time {
-            write!(w, "{:<9}", self.clock.hms(ts_ns))?;
+            left(w, self.clock.hms(ts_ns), 9)?;
         }
         if self.timestamp {
             let since = self.clock.since_first_ns(ts_ns);
             if self.nanoseconds {
-                write!(w, "{since:<14}")?;
+                left(w, uint(since).as_str(), 14)?;
             } else {
-                write!(w, "{:<9.3}", since as f64 / 1e9)?;
+                // Seconds with three decimals, rounded to the nearest millisecond.
+                let ms = (since + 500_000) / 1_000_000;
+                let mut seconds = StackText::<32>::new();
+                let _ = std::fmt::write(&mut seconds, format_args!("{}.{:03}", ms / 1000, ms % 1000));
+                left(w, seconds.as_str(), 9)?;
             }
         }
         Ok(())
@@ -145,17 +151,21 @@ impl Format for AcceptText {
     fn event(&mut self, e: &Event, w: &mut impl Write) -> io::Result<()> {
         self.times.event(e.ts_ns, w)?;
         uid_column(self.print_uid, e, w)?;
-        writeln!(
-            w,
-            "{:<7} {:<12.12} {:<2} {:<16} {:<5} {:<16} {:<5}",
-            e.pid(),
-            e.comm(),
-            e.ip_version(),
-            e.remote_addr(),
-            e.dport,
-            e.local_addr(),
-            e.sport
-        )
+        // "{:<7} {:<12.12} {:<2} {:<16} {:<5} {:<16} {:<5}"
+        left(w, uint(e.pid().into()).as_str(), 7)?;
+        w.write_all(b" ")?;
+        left_cut(w, &e.comm(), 12)?;
+        w.write_all(b" ")?;
+        left(w, ip_version(e), 2)?;
+        w.write_all(b" ")?;
+        left(w, ip(e.remote_addr(), false).as_str(), 16)?;
+        w.write_all(b" ")?;
+        left(w, uint(e.dport.into()).as_str(), 5)?;
+        w.write_all(b" ")?;
+        left(w, ip(e.local_addr(), false).as_str(), 16)?;
+        w.write_all(b" ")?;
+        left(w, uint(e.sport.into()).as_str(), 5)?;
+        w.write_all(b"\n")
     }
 }
 
@@ -226,15 +236,11 @@ pub fn type_names(kind: u8) -> (&'static str, &'static str) {
     }
 }
 
-/// An address as tcptracer prints it: IPv6 (IPv4-mapped included) in brackets.
-struct TracerAddr(std::net::IpAddr);
-
-impl std::fmt::Display for TracerAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            std::net::IpAddr::V4(a) => f.pad(&a.to_string()),
-            std::net::IpAddr::V6(a) => f.pad(&format!("[{a}]")),
-        }
+fn ip_version(e: &Event) -> &'static str {
+    if e.ip_version() == 4 {
+        "4"
+    } else {
+        "6"
     }
 }
 
@@ -269,27 +275,31 @@ impl Format for TracerText {
         self.times.event(e.ts_ns, w)?;
         let (letter, word) = type_names(e.r#type);
         if self.verbose {
-            write!(w, "{word:<12} ")?;
+            left(w, word, 12)?;
         } else {
-            write!(w, "{letter:<2} ")?;
+            left(w, letter, 2)?;
         }
+        w.write_all(b" ")?;
         uid_column(self.print_uid, e, w)?;
-        write!(
-            w,
-            "{:<6} {:<16} {:<2} {:<16} {:<16} {:<6} {:<6}",
-            e.pid(),
-            e.comm(),
-            e.ip_version(),
-            TracerAddr(e.local_addr()),
-            TracerAddr(e.remote_addr()),
-            e.sport,
-            e.dport
-        )?;
+        // "{:<6} {:<16} {:<2} {:<16} {:<16} {:<6} {:<6}", IPv6 addresses in brackets
+        left(w, uint(e.pid().into()).as_str(), 6)?;
+        w.write_all(b" ")?;
+        left(w, &e.comm(), 16)?;
+        w.write_all(b" ")?;
+        left(w, ip_version(e), 2)?;
+        w.write_all(b" ")?;
+        left(w, ip(e.local_addr(), true).as_str(), 16)?;
+        w.write_all(b" ")?;
+        left(w, ip(e.remote_addr(), true).as_str(), 16)?;
+        w.write_all(b" ")?;
+        left(w, uint(e.sport.into()).as_str(), 6)?;
+        w.write_all(b" ")?;
+        left(w, uint(e.dport.into()).as_str(), 6)?;
         if self.netns_column {
-            writeln!(w, " {:<8}", e.netns)
-        } else {
-            writeln!(w)
+            w.write_all(b" ")?;
+            left(w, uint(e.netns.into()).as_str(), 8)?;
         }
+        w.write_all(b"\n")
     }
 }
 

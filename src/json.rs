@@ -82,16 +82,24 @@ impl Format for Json {
 }
 
 /// A JSON string: quotes, backslashes and control characters escaped (a comm may hold any byte).
+/// Runs of plain bytes are copied whole: escapes are all ASCII, so no UTF-8 sequence is ever split.
 fn write_json_string(s: &str, w: &mut impl Write) -> io::Result<()> {
     w.write_all(b"\"")?;
-    for c in s.chars() {
-        match c {
-            '"' => w.write_all(b"\\\"")?,
-            '\\' => w.write_all(b"\\\\")?,
-            c if (c as u32) < 0x20 => write!(w, "\\u{:04x}", c as u32)?,
-            c => write!(w, "{c}")?,
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b != b'"' && b != b'\\' && b >= 0x20 {
+            continue;
         }
+        w.write_all(&bytes[run..i])?;
+        match b {
+            b'"' => w.write_all(b"\\\"")?,
+            b'\\' => w.write_all(b"\\\\")?,
+            _ => write!(w, "\\u{:04x}", b)?,
+        }
+        run = i + 1;
     }
+    w.write_all(&bytes[run..])?;
     w.write_all(b"\"")
 }
 

@@ -7,6 +7,7 @@ use clap::Parser;
 mod accept;
 mod backend;
 mod cli;
+mod columns;
 mod error;
 mod event;
 mod filter;
