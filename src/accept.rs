@@ -9,13 +9,7 @@ use crate::skel::accept::AcceptSkelBuilder;
 const PLAN: Plan = Plan {
     ports_either_end: false,
     // Syscall exits first, the kernel hook second: an accept returning between the two is still seen once.
-    attach_order: &[
-        "tp_sys_exit_accept4",
-        "tp_sys_exit_accept",
-        "fexit_inet_csk_accept",
-        "fexit_inet_csk_accept_v610",
-        "kretprobe_inet_csk_accept",
-    ],
+    attach_order: &["tp_sys_exit_accept4", "tp_sys_exit_accept", "fexit_inet_csk_accept", "kretprobe_inet_csk_accept"],
 };
 
 pub fn run(args: &AcceptArgs) -> Result<()> {

@@ -31,19 +31,69 @@ impl fmt::Display for Backend {
     }
 }
 
-/// Backends to try, best first. Auto skips kprobes when the kernel plainly has none: a kprobe program
-/// loads fine there and only fails at attach, so trying it would cost a whole load for nothing.
-pub fn candidates(choice: BackendArg) -> Vec<Backend> {
+/// Backends to try, best first, and those auto skips with the reason. Auto skips fentry when the kernel
+/// refuses trampolines, and kprobes when the kernel plainly has none: a kprobe program loads fine there and
+/// only fails at attach, so trying it would cost a whole load for nothing.
+fn candidates(choice: BackendArg) -> (Vec<Backend>, Vec<(Backend, &'static str)>) {
+    let (mut tried, mut skipped) = (Vec::with_capacity(3), Vec::new());
     match choice {
-        BackendArg::Fentry => vec![Backend::Fentry],
-        BackendArg::Kprobe => vec![Backend::Kprobe],
-        BackendArg::Tracepoint => vec![Backend::Tracepoint],
-        BackendArg::Auto if kprobes_available() => vec![Backend::Fentry, Backend::Kprobe, Backend::Tracepoint],
-        BackendArg::Auto => vec![Backend::Fentry, Backend::Tracepoint],
+        BackendArg::Fentry => tried.push(Backend::Fentry),
+        BackendArg::Kprobe => tried.push(Backend::Kprobe),
+        BackendArg::Tracepoint => tried.push(Backend::Tracepoint),
+        BackendArg::Auto => {
+            match trampolines_refused() {
+                true => skipped.push((Backend::Fentry, "the kernel refuses fentry/fexit programs (EPERM)")),
+                false => tried.push(Backend::Fentry),
+            }
+            match kprobes_available() {
+                true => tried.push(Backend::Kprobe),
+                false => skipped.push((Backend::Kprobe, "the kernel has no kprobes")),
+            }
+            tried.push(Backend::Tracepoint);
+        }
     }
+    (tried, skipped)
 }
 
-pub fn kprobes_available() -> bool {
+/// Whether the kernel refuses fentry/fexit outright, asked with a two-instruction fexit program that names
+/// no function. A kernel that allows trampolines rejects it as malformed (EINVAL: no target); one whose
+/// policy refuses them (as the development VM's does) says EPERM before it looks at the target. The
+/// question costs well under a millisecond; finding out by a full fentry attempt cost ~25 ms of start-up
+/// (kernel BTF parsed, maps made, programs verified, all thrown away). Any other answer leaves fentry to
+/// be tried, so this can only skip a backend that would have failed.
+fn trampolines_refused() -> bool {
+    use libbpf_rs::libbpf_sys as sys;
+
+    let mut mov_r0_0 = sys::bpf_insn { code: (sys::BPF_ALU64 | sys::BPF_MOV | sys::BPF_K) as u8, ..Default::default() };
+    mov_r0_0.set_dst_reg(0);
+    let exit = sys::bpf_insn { code: (sys::BPF_JMP | sys::BPF_EXIT) as u8, ..Default::default() };
+    let insns = [mov_r0_0, exit];
+    let mut opts = sys::bpf_prog_load_opts {
+        sz: std::mem::size_of::<sys::bpf_prog_load_opts>() as _,
+        expected_attach_type: sys::BPF_TRACE_FEXIT,
+        ..Default::default()
+    };
+    // SAFETY: the instructions, license and options outlive the call; libbpf reads them and returns an fd
+    // or -errno.
+    let fd = unsafe {
+        sys::bpf_prog_load(
+            sys::BPF_PROG_TYPE_TRACING,
+            std::ptr::null(),
+            c"GPL".as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            &mut opts,
+        )
+    };
+    if fd >= 0 {
+        // Not expected without a target, but then nothing is refused.
+        let _ = nix::unistd::close(fd);
+        return false;
+    }
+    fd == -(nix::errno::Errno::EPERM as i32)
+}
+
+fn kprobes_available() -> bool {
     Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
         || Path::new("/sys/kernel/tracing/kprobe_events").exists()
         || Path::new("/sys/kernel/debug/tracing/kprobe_events").exists()
@@ -57,8 +107,14 @@ pub fn load_first<'obj, T>(
     debug: bool,
     mut attempt: impl FnMut(Backend, &'obj mut MaybeUninit<OpenObject>) -> Result<T>,
 ) -> Result<(Backend, T)> {
-    let candidates = candidates(choice);
+    let (candidates, skipped) = candidates(choice);
     let mut failures = Vec::new();
+    for (backend, why) in skipped {
+        if debug {
+            eprintln!("tcpkit: skipping the {backend} backend: {why}");
+        }
+        failures.push((backend, Error::runtime(why.to_string())));
+    }
     for (backend, slot) in candidates.iter().copied().zip(slots.iter_mut()) {
         match attempt(backend, slot) {
             Ok(loaded) => {

@@ -1,6 +1,4 @@
 //! Small wrappers around libbpf that every subcommand uses.
-use libbpf_rs::btf::types::Struct;
-use libbpf_rs::btf::Btf;
 use libbpf_rs::PrintLevel;
 
 /// libbpf's own messages go to stderr and only with --debug: stdout carries data, and a backend that
@@ -15,11 +13,6 @@ pub fn set_libbpf_log(debug: bool) {
 
 fn print_to_stderr(_level: PrintLevel, msg: String) {
     eprint!("libbpf: {msg}");
-}
-
-/// Whether the running kernel's BTF has `struct NAME`: how tcpkit tells kernel function signatures apart.
-pub fn has_btf_struct(name: &str) -> bool {
-    Btf::from_vmlinux().is_ok_and(|btf| btf.type_by_name::<Struct<'_>>(name).is_some())
 }
 
 /// Reads a counter that BPF programs update in place, through the skeleton's mmap of .bss.

@@ -77,15 +77,12 @@ fn load<'obj, T: Tool>(
     Ok((skel, links))
 }
 
-/// Loads the accept hook of `backend` (fexit in the signature this kernel has, or the kretprobe); the
-/// syscall-exit programs always load. Returns whether a kernel hook loads, for the `kernel_hook` rodata.
+/// Loads the accept hook of `backend` (fexit or the kretprobe); the syscall-exit programs always load.
+/// Returns whether a kernel hook loads, for the `kernel_hook` rodata.
 fn select_accept_hook(backend: Backend, object: &mut OpenObject) -> bool {
-    // 6.10 changed inet_csk_accept's arguments; struct proto_accept_arg came with the change.
-    let new_signature = backend == Backend::Fentry && kernel::has_btf_struct("proto_accept_arg");
     for mut prog in object.progs_mut() {
         let load = match prog.name().to_str() {
-            Some("fexit_inet_csk_accept") => backend == Backend::Fentry && !new_signature,
-            Some("fexit_inet_csk_accept_v610") => new_signature,
+            Some("fexit_inet_csk_accept") => backend == Backend::Fentry,
             Some("kretprobe_inet_csk_accept") => backend == Backend::Kprobe,
             _ => continue,
         };

@@ -14,7 +14,6 @@ const PLAN: Plan = Plan {
         "tp_sys_exit_accept4",
         "tp_sys_exit_accept",
         "fexit_inet_csk_accept",
-        "fexit_inet_csk_accept_v610",
         "kretprobe_inet_csk_accept",
     ],
 };

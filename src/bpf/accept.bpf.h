@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Seeing accepts, shared by `tcpkit accept` and `tcpkit tracer`. Three ways, one set loaded per backend:
- *   fentry:     fexit on inet_csk_accept (two programs: the kernel's signature changed in 6.10)
+ *   fentry:     fexit on inet_csk_accept
  *   kprobe:     kretprobe on inet_csk_accept
  *   tracepoint: syscalls:sys_exit_accept and sys_exit_accept4, returned fd -> socket -> sock
  * The syscall-exit programs are loaded with every backend. With fexit or kretprobe they report only the
@@ -57,15 +57,21 @@ static __always_inline int on_kernel_accept(struct sock *newsk, __u8 hook, bool 
 	return 0;
 }
 
+/*
+ * 6.10 changed inet_csk_accept(sk, flags, err, kern) to inet_csk_accept(sk, arg), and struct
+ * proto_accept_arg came with it. An fexit program finds the return value after the arguments, so its slot
+ * is chosen by CO-RE; the verifier checks only the slot this kernel's branch reads. One program, where two
+ * (one per signature) needed a parse of the kernel's BTF in user space to choose.
+ */
 SEC("fexit/inet_csk_accept")
-int BPF_PROG(fexit_inet_csk_accept, struct sock *sk, int flags, int *err, bool kern, struct sock *newsk)
+int fexit_inet_csk_accept(unsigned long long *ctx)
 {
-	return on_kernel_accept(newsk, HOOK_FENTRY, true);
-}
+	struct sock *newsk;
 
-SEC("fexit/inet_csk_accept")
-int BPF_PROG(fexit_inet_csk_accept_v610, struct sock *sk, struct proto_accept_arg *arg, struct sock *newsk)
-{
+	if (bpf_core_type_exists(struct proto_accept_arg))
+		newsk = (struct sock *)ctx[2];
+	else
+		newsk = (struct sock *)ctx[4];
 	return on_kernel_accept(newsk, HOOK_FENTRY, true);
 }
 
