@@ -68,10 +68,14 @@ int fexit_inet_csk_accept(unsigned long long *ctx)
 {
 	struct sock *newsk;
 
+	/*
+	 * Loaded in asm: from plain C, clang loads through ctx plus an offset chosen at run time, which the
+	 * verifier refuses (it wants a constant offset into ctx), even with volatile.
+	 */
 	if (bpf_core_type_exists(struct proto_accept_arg))
-		newsk = (struct sock *)ctx[2];
+		asm volatile("%0 = *(u64 *)(%1 + 16)" : "=r"(newsk) : "r"(ctx)); /* ctx[2] */
 	else
-		newsk = (struct sock *)ctx[4];
+		asm volatile("%0 = *(u64 *)(%1 + 32)" : "=r"(newsk) : "r"(ctx)); /* ctx[4] */
 	return on_kernel_accept(newsk, HOOK_FENTRY, true);
 }
 
