@@ -58,6 +58,8 @@ const SCALING_THREADS: [usize; 3] = [1, 2, 4];
 /// BEGIN runs once every probe is attached, so its line says that bpftrace is ready; events start with "E ".
 const BPFTRACE_PROGRAM: &str = r#"BEGIN { printf("ready\n"); }
 tracepoint:sock:inet_sock_set_state { printf("E %d %s %d %d\n", pid, comm, args->oldstate, args->newstate); }"#;
+/// The row of untraced runs compared with untraced runs.
+const CONTROL: &str = "untraced (control)";
 const BPFTRACE_MISSING: &str = "skipped: bpftrace not installed (scripts/bench.sh --with-bpftrace installs it)";
 
 /// Targets of issue 5, for this 2-core machine.
@@ -71,13 +73,16 @@ const CPU_TARGET_US: f64 = 1.5;
 #[command(name = "overhead", about = "What tcpkit costs: loopback connection rate untraced and traced, and more")]
 struct Options {
     /// Connections per measured run, all client threads together
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 8_000)]
     connections: u64,
     /// Client threads in the interleaved comparison (scaling always runs 1, 2 and 4)
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Rounds of the comparison: untraced, accept, untraced, tracer, untraced, bpftrace
-    #[arg(long, default_value_t = 5)]
+    /// Rounds of the comparison: untraced twice (the control), untraced then accept, untraced then tracer,
+    /// untraced then bpftrace. Many short rounds: one pair's ratio varies by ±15% on a VM, their median by
+    /// a few hundredths (see the control row). Even, so that each order (untraced or traced first) runs
+    /// as often
+    #[arg(long, default_value_t = 16)]
     rounds: usize,
     /// Start-ups timed per subcommand
     #[arg(long, default_value_t = 7)]
@@ -430,7 +435,7 @@ impl Sub {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Watcher {
     Untraced,
     Tcpkit { sub: Sub, ring: Option<&'static str> },
@@ -843,13 +848,20 @@ impl Pair {
     }
 }
 
-/// An untraced run and, right after it, the same load under `watcher`; again if other processes were busy.
-fn measure_pair(bench: &mut Bench, watcher: &Watcher, load: Load) -> io::Result<Pair> {
+/// An untraced run and the same load under `watcher`, one right after the other, in the order given (the
+/// comparison alternates it: whichever run goes second was measured about 3% faster in untraced-only
+/// control pairs, so a fixed order favours one side); again if other processes were busy.
+fn measure_pair(bench: &mut Bench, watcher: &Watcher, load: Load, traced_first: bool) -> io::Result<Pair> {
     let mut attempt = 1;
     loop {
         wait_for_quiet();
-        let base = bench.measure(&Watcher::Untraced, load)?;
-        let traced = bench.measure(watcher, load)?;
+        let (base, traced) = if traced_first {
+            let traced = bench.measure(watcher, load)?;
+            (bench.measure(&Watcher::Untraced, load)?, traced)
+        } else {
+            let base = bench.measure(&Watcher::Untraced, load)?;
+            (base, bench.measure(watcher, load)?)
+        };
         let pair = Pair { base, traced };
         if pair.background() <= BUSY_SHARE || attempt == PAIR_ATTEMPTS {
             return Ok(pair);
@@ -886,12 +898,18 @@ fn compare(bench: &mut Bench, options: &Options) -> io::Result<Comparison> {
     if let Some(path) = &bpftrace {
         watchers.push(Watcher::Bpftrace(path.clone()));
     }
-    let mut rows: Vec<(String, Vec<Pair>)> = watchers.iter().map(|w| (w.label(), Vec::new())).collect();
+    // The control compares two untraced runs exactly as a traced run is compared with its untraced one: its
+    // ratio, which should be 1, shows how far the method itself can be off on this machine.
+    watchers.insert(0, Watcher::Untraced);
+    let mut rows: Vec<(String, Vec<Pair>)> = watchers
+        .iter()
+        .map(|w| (if *w == Watcher::Untraced { CONTROL.to_string() } else { w.label() }, Vec::new()))
+        .collect();
     let load = bench.load(options.threads);
     for round in 1..=options.rounds {
         eprintln!("overhead: round {round} of {}", options.rounds);
         for (watcher, (_, pairs)) in watchers.iter().zip(rows.iter_mut()) {
-            pairs.push(measure_pair(bench, watcher, load)?);
+            pairs.push(measure_pair(bench, watcher, load, round % 2 == 0)?);
         }
     }
     Ok(Comparison { rows, bpftrace_skipped: bpftrace.is_none().then_some(BPFTRACE_MISSING) })
@@ -957,7 +975,7 @@ fn scale(bench: &mut Bench) -> io::Result<Vec<Pair>> {
     for threads in SCALING_THREADS {
         for ring in [None, Some(SMALL_RING)] {
             let load = bench.load(threads);
-            pairs.push(measure_pair(bench, &Watcher::Tcpkit { sub: Sub::Tracer, ring }, load)?);
+            pairs.push(measure_pair(bench, &Watcher::Tcpkit { sub: Sub::Tracer, ring }, load, false)?);
         }
     }
     Ok(pairs)
@@ -1028,6 +1046,8 @@ struct Report<'a> {
 struct Summary {
     rate: f64,
     ratio: f64,
+    /// First and third quartiles of the pairs' ratios.
+    ratio_iqr: (f64, f64),
     expected: Option<u64>,
     printed: u64,
     lost: u64,
@@ -1044,6 +1064,7 @@ fn summarize(pairs: &[Pair]) -> Summary {
     Summary {
         rate: median(pairs.iter().map(|p| p.traced.load.rate()).collect()),
         ratio: median(pairs.iter().map(Pair::ratio).collect()),
+        ratio_iqr: quartiles(pairs.iter().map(Pair::ratio).collect()),
         expected: traced.iter().map(|t| t.expected).sum(),
         printed: traced.iter().map(|t| t.printed).sum(),
         lost: traced.iter().map(|t| t.lost).sum(),
@@ -1098,9 +1119,9 @@ impl Report<'_> {
     }
 
     fn comparison_table(&self) -> String {
-        let row = |cells: [&str; 11]| {
+        let row = |cells: [&str; 12]| {
             format!(
-                "{:<16} {:>8} {:>8} {:>9} {:>9} {:>6}  {:<14} {:>6} {:>6} {:>6} {:>8}\n",
+                "{:<18} {:>8} {:>8} {:>11} {:>9} {:>9} {:>6}  {:<14} {:>6} {:>6} {:>6} {:>8}\n",
                 cells[0],
                 cells[1],
                 cells[2],
@@ -1111,16 +1132,47 @@ impl Report<'_> {
                 cells[7],
                 cells[8],
                 cells[9],
-                cells[10]
+                cells[10],
+                cells[11]
             )
         };
-        let mut t =
-            row(["", "conn/s", "traced/", "events", "printed", "lost", "complete", "CPU", "CPU", "wake-", "peak"]);
-        t += &row(["", "", "untraced", "expected", "", "", "", "µs/ev", "all", "ups/ev", "RSS"]);
+        let mut t = row([
+            "",
+            "conn/s",
+            "traced/",
+            "quartiles",
+            "events",
+            "printed",
+            "lost",
+            "complete",
+            "CPU",
+            "CPU",
+            "wake-",
+            "peak",
+        ]);
+        t += &row(["", "", "untraced", "of ratios", "expected", "", "", "", "µs/ev", "all", "ups/ev", "RSS"]);
         let untraced = median(self.all_runs().filter(|r| r.traced.is_none()).map(|r| r.load.rate()).collect());
-        t += &row(["untraced", &thousands(untraced as u64), "", "", "", "", "", "", "", "", ""]);
+        t += &row(["untraced", &thousands(untraced as u64), "", "", "", "", "", "", "", "", "", ""]);
         for (label, pairs) in &self.comparison.rows {
             let s = summarize(pairs);
+            let iqr = format!("{:.3}-{:.3}", s.ratio_iqr.0, s.ratio_iqr.1);
+            if label == CONTROL {
+                t += &row([
+                    label,
+                    &thousands(s.rate as u64),
+                    &format!("{:.3}", s.ratio),
+                    &iqr,
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]);
+                continue;
+            }
             let mut complete = completeness(s.expected, s.printed, s.lost, s.all_exited_ok);
             if s.failed_connects > 0 {
                 complete += &format!(", {} connects failed", s.failed_connects);
@@ -1130,6 +1182,7 @@ impl Report<'_> {
                 label,
                 &thousands(s.rate as u64),
                 &format!("{:.3}", s.ratio),
+                &iqr,
                 &s.expected.map_or("-".into(), thousands),
                 &thousands(s.printed),
                 &s.lost.to_string(),
@@ -1141,12 +1194,14 @@ impl Report<'_> {
             ]);
         }
         if let Some(skipped) = self.comparison.bpftrace_skipped {
-            t += &format!("{:<16} {skipped}\n", "bpftrace");
+            t += &format!("{:<18} {skipped}\n", "bpftrace");
         }
-        t += "conn/s and ratios: medians over rounds; events: sums over rounds. CPU µs/ev: the tracer's user+sys per \
-              printed\nevent while tracing (ready to stop); all: over its whole life, start-up and exit included. \
-              Wake-ups/ev: times\nthe tracer slept and was woken, per printed event. bpftrace prints every TCP \
-              state change on the machine,\nso its expected count is not known.\n\n";
+        t += "conn/s and ratios: medians over rounds, each traced run against the untraced run next to it; the \
+              control\nrow compares untraced runs in the same way, so its distance from 1 is the method's own error. \
+              Events: sums\nover rounds. CPU µs/ev: the tracer's user+sys per printed event while tracing (ready to \
+              stop); all: over its\nwhole life, start-up and exit included. Wake-ups/ev: times the tracer slept and \
+              was woken, per printed\nevent. bpftrace prints every TCP state change on the machine, so its expected \
+              count is not known.\n\n";
         t
     }
 
@@ -1158,7 +1213,7 @@ impl Report<'_> {
 
     fn rounds_table(&self) -> String {
         let mut t = String::from(
-            "each round: conn/s untraced -> traced (ratio), each traced run against the untraced run just before it\n",
+            "each round: conn/s untraced -> traced (ratio); the untraced run goes first in odd rounds, second in even ones\n",
         );
         for round in 0..self.options.rounds {
             let cells: Vec<String> = self
@@ -1315,6 +1370,7 @@ impl Report<'_> {
                     "watcher": label,
                     "conn_per_s_median": s.rate,
                     "ratio_median": s.ratio,
+                    "ratio_quartiles": [s.ratio_iqr.0, s.ratio_iqr.1],
                     "events_expected": s.expected,
                     "printed": s.printed,
                     "lost": s.lost,
@@ -1438,6 +1494,15 @@ fn median(mut values: Vec<f64>) -> f64 {
     } else {
         (values[mid - 1] + values[mid]) / 2.0
     }
+}
+
+/// First and third quartiles (medians of the lower and upper halves).
+fn quartiles(mut values: Vec<f64>) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let half = values.len() / 2;
+    let upper = values.split_off(values.len() - half);
+    values.truncate(half);
+    (median(values), median(upper))
 }
 
 fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
