@@ -80,6 +80,44 @@ pub fn left_cut(w: &mut impl Write, text: &str, width: usize) -> io::Result<()> 
     left(w, cut, width)
 }
 
+/// One line of columns separated by a space, ended by a newline; the first write error is kept and returned
+/// by `end`, so a row reads like the format string it replaces.
+pub struct Row<'a, W: Write> {
+    w: &'a mut W,
+    status: io::Result<()>,
+    started: bool,
+}
+
+impl<'a, W: Write> Row<'a, W> {
+    pub fn new(w: &'a mut W) -> Self {
+        Row { w, status: Ok(()), started: false }
+    }
+
+    /// `{:<width}`
+    pub fn left(self, text: &str, width: usize) -> Self {
+        self.column(|w| left(w, text, width))
+    }
+
+    /// `{:<width.width}`
+    pub fn cut(self, text: &str, width: usize) -> Self {
+        self.column(|w| left_cut(w, text, width))
+    }
+
+    fn column(mut self, write: impl FnOnce(&mut W) -> io::Result<()>) -> Self {
+        if self.status.is_ok() {
+            let separator = if self.started { self.w.write_all(b" ") } else { Ok(()) };
+            self.status = separator.and_then(|()| write(self.w));
+            self.started = true;
+        }
+        self
+    }
+
+    pub fn end(self) -> io::Result<()> {
+        self.status?;
+        self.w.write_all(b"\n")
+    }
+}
+
 fn chars(text: &str) -> usize {
     if text.is_ascii() {
         text.len()

@@ -5,7 +5,7 @@ use chrono::{Local, TimeZone};
 use nix::time::{clock_gettime, ClockId};
 
 use crate::cli::OutputArgs;
-use crate::columns::{ip, left, left_cut, uint, StackText};
+use crate::columns::{ip, left, uint, Row, StackText};
 use crate::event::Event;
 
 /// A layout: the lines printed once before events, then one row per event.
@@ -152,20 +152,15 @@ impl Format for AcceptText {
         self.times.event(e.ts_ns, w)?;
         uid_column(self.print_uid, e, w)?;
         // "{:<7} {:<12.12} {:<2} {:<16} {:<5} {:<16} {:<5}"
-        left(w, uint(e.pid().into()).as_str(), 7)?;
-        w.write_all(b" ")?;
-        left_cut(w, &e.comm(), 12)?;
-        w.write_all(b" ")?;
-        left(w, ip_version(e), 2)?;
-        w.write_all(b" ")?;
-        left(w, ip(e.remote_addr(), false).as_str(), 16)?;
-        w.write_all(b" ")?;
-        left(w, uint(e.dport.into()).as_str(), 5)?;
-        w.write_all(b" ")?;
-        left(w, ip(e.local_addr(), false).as_str(), 16)?;
-        w.write_all(b" ")?;
-        left(w, uint(e.sport.into()).as_str(), 5)?;
-        w.write_all(b"\n")
+        Row::new(w)
+            .left(uint(e.pid().into()).as_str(), 7)
+            .cut(&e.comm(), 12)
+            .left(ip_version(e), 2)
+            .left(ip(e.remote_addr(), false).as_str(), 16)
+            .left(uint(e.dport.into()).as_str(), 5)
+            .left(ip(e.local_addr(), false).as_str(), 16)
+            .left(uint(e.sport.into()).as_str(), 5)
+            .end()
     }
 }
 
@@ -281,25 +276,19 @@ impl Format for TracerText {
         }
         w.write_all(b" ")?;
         uid_column(self.print_uid, e, w)?;
-        // "{:<6} {:<16} {:<2} {:<16} {:<16} {:<6} {:<6}", IPv6 addresses in brackets
-        left(w, uint(e.pid().into()).as_str(), 6)?;
-        w.write_all(b" ")?;
-        left(w, &e.comm(), 16)?;
-        w.write_all(b" ")?;
-        left(w, ip_version(e), 2)?;
-        w.write_all(b" ")?;
-        left(w, ip(e.local_addr(), true).as_str(), 16)?;
-        w.write_all(b" ")?;
-        left(w, ip(e.remote_addr(), true).as_str(), 16)?;
-        w.write_all(b" ")?;
-        left(w, uint(e.sport.into()).as_str(), 6)?;
-        w.write_all(b" ")?;
-        left(w, uint(e.dport.into()).as_str(), 6)?;
-        if self.netns_column {
-            w.write_all(b" ")?;
-            left(w, uint(e.netns.into()).as_str(), 8)?;
+        // "{:<6} {:<16} {:<2} {:<16} {:<16} {:<6} {:<6}[ {:<8}]", IPv6 addresses in brackets
+        let row = Row::new(w)
+            .left(uint(e.pid().into()).as_str(), 6)
+            .left(&e.comm(), 16)
+            .left(ip_version(e), 2)
+            .left(ip(e.local_addr(), true).as_str(), 16)
+            .left(ip(e.remote_addr(), true).as_str(), 16)
+            .left(uint(e.sport.into()).as_str(), 6)
+            .left(uint(e.dport.into()).as_str(), 6);
+        match self.netns_column {
+            true => row.left(uint(e.netns.into()).as_str(), 8).end(),
+            false => row.end(),
         }
-        w.write_all(b"\n")
     }
 }
 
