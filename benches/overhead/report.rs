@@ -1,0 +1,505 @@
+//! The report: a table on stdout, JSON in target/bench/results.json.
+use super::*;
+
+/// Targets of issue 5, for this 2-core machine.
+const ACCEPT_RATIO_TARGET: f64 = 0.95;
+const TRACER_RATIO_TARGET: f64 = 0.90;
+const READY_TARGET_MS: f64 = 50.0;
+const RSS_TARGET_KB: u64 = 16 * 1024;
+const CPU_TARGET_US: f64 = 1.5;
+
+pub(crate) struct Report<'a> {
+    pub(crate) machine: Machine,
+    pub(crate) options: &'a Options,
+    pub(crate) comparison: Comparison,
+    pub(crate) startup: Startup,
+    pub(crate) scaling: Vec<Pair>,
+}
+
+/// A watcher's runs over all rounds, summed up.
+pub(crate) struct Summary {
+    pub(crate) rate: f64,
+    pub(crate) ratio: f64,
+    /// First and third quartiles of the pairs' ratios.
+    pub(crate) ratio_iqr: (f64, f64),
+    pub(crate) expected: Option<u64>,
+    pub(crate) printed: u64,
+    pub(crate) lost: u64,
+    pub(crate) us_per_event: Option<f64>,
+    pub(crate) us_per_event_all: Option<f64>,
+    pub(crate) peak_rss_kb: u64,
+    pub(crate) wakeups_per_event: Option<f64>,
+    pub(crate) all_exited_ok: bool,
+    pub(crate) failed_connects: u64,
+}
+
+pub(crate) fn summarize(pairs: &[Pair]) -> Summary {
+    let traced: Vec<&Traced> = pairs.iter().filter_map(|p| p.traced.traced.as_ref()).collect();
+    Summary {
+        rate: median(pairs.iter().map(|p| p.traced.load.rate()).collect()),
+        ratio: median(pairs.iter().map(Pair::ratio).collect()),
+        ratio_iqr: quartiles(pairs.iter().map(Pair::ratio).collect()),
+        expected: traced.iter().map(|t| t.expected).sum(),
+        printed: traced.iter().map(|t| t.printed).sum(),
+        lost: traced.iter().map(|t| t.lost).sum(),
+        us_per_event: median_of(traced.iter().map(|t| t.us_per_event(t.cpu_events))),
+        us_per_event_all: median_of(traced.iter().map(|t| t.us_per_event(t.cpu))),
+        peak_rss_kb: traced.iter().map(|t| t.peak_rss_kb).max().unwrap_or(0),
+        wakeups_per_event: median_of(traced.iter().map(|t| t.wakeups_per_event())),
+        all_exited_ok: traced.iter().all(|t| t.exited_ok),
+        failed_connects: pairs.iter().map(|p| p.base.load.failed + p.traced.load.failed).sum(),
+    }
+}
+
+impl Summary {
+    pub(crate) fn is_tcpkit_complete(&self) -> bool {
+        self.all_exited_ok && self.lost == 0 && self.expected == Some(self.printed)
+    }
+}
+
+/// Whether every event was printed, in words: a run that lost events says so.
+pub(crate) fn completeness(expected: Option<u64>, printed: u64, lost: u64, exited_ok: bool) -> String {
+    let mut words = Vec::new();
+    if lost > 0 {
+        words.push(format!("LOST {lost}"));
+    }
+    match expected {
+        Some(e) if printed < e => words.push(format!("MISSING {}", e - printed)),
+        Some(e) if printed > e => words.push(format!("EXTRA {}", printed - e)),
+        Some(_) if words.is_empty() => words.push("all printed".into()),
+        Some(_) => {}
+        None => words.push("not counted".into()),
+    }
+    if !exited_ok {
+        words.push("BAD EXIT".into());
+    }
+    words.join(", ")
+}
+
+impl Report<'_> {
+    pub(crate) fn table(&self) -> String {
+        let mut t = String::new();
+        t += "tcpkit overhead benchmark\n";
+        t += &format!("{}\n", machine_line(&self.machine));
+        t += &load_line(self.options);
+        t += &self.comparison_table();
+        t += &self.rounds_table();
+        t += &self.startup_table();
+        if !self.scaling.is_empty() {
+            t += &self.scaling_table();
+        }
+        t += &self.targets_table();
+        t
+    }
+
+    pub(crate) fn comparison_table(&self) -> String {
+        let row = |cells: [&str; 12]| {
+            format!(
+                "{:<18} {:>8} {:>8} {:>11} {:>9} {:>9} {:>6}  {:<14} {:>6} {:>6} {:>6} {:>8}\n",
+                cells[0],
+                cells[1],
+                cells[2],
+                cells[3],
+                cells[4],
+                cells[5],
+                cells[6],
+                cells[7],
+                cells[8],
+                cells[9],
+                cells[10],
+                cells[11]
+            )
+        };
+        let mut t = row([
+            "",
+            "conn/s",
+            "traced/",
+            "quartiles",
+            "events",
+            "printed",
+            "lost",
+            "complete",
+            "CPU",
+            "CPU",
+            "wake-",
+            "peak",
+        ]);
+        t += &row(["", "", "untraced", "of ratios", "expected", "", "", "", "µs/ev", "all", "ups/ev", "RSS"]);
+        let untraced = median(self.all_runs().filter(|r| r.traced.is_none()).map(|r| r.load.rate()).collect());
+        t += &row(["untraced", &thousands(untraced as u64), "", "", "", "", "", "", "", "", "", ""]);
+        for (label, pairs) in &self.comparison.rows {
+            let s = summarize(pairs);
+            let iqr = format!("{:.3}-{:.3}", s.ratio_iqr.0, s.ratio_iqr.1);
+            if label == CONTROL {
+                t += &row([
+                    label,
+                    &thousands(s.rate as u64),
+                    &format!("{:.3}", s.ratio),
+                    &iqr,
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]);
+                continue;
+            }
+            let mut complete = completeness(s.expected, s.printed, s.lost, s.all_exited_ok);
+            if s.failed_connects > 0 {
+                complete += &format!(", {} connects failed", s.failed_connects);
+            }
+            let two_places = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+            t += &row([
+                label,
+                &thousands(s.rate as u64),
+                &format!("{:.3}", s.ratio),
+                &iqr,
+                &s.expected.map_or("-".into(), thousands),
+                &thousands(s.printed),
+                &s.lost.to_string(),
+                &complete,
+                &two_places(s.us_per_event),
+                &two_places(s.us_per_event_all),
+                &two_places(s.wakeups_per_event),
+                &format!("{:.1} MB", s.peak_rss_kb as f64 / 1024.0),
+            ]);
+        }
+        if let Some(skipped) = self.comparison.bpftrace_skipped {
+            t += &format!("{:<18} {skipped}\n", "bpftrace");
+        }
+        t += "conn/s and ratios: medians over rounds, each traced run against the untraced run next to it; the \
+              control\nrow compares untraced runs in the same way, so its distance from 1 is the method's own error. \
+              Events: sums\nover rounds. CPU µs/ev: the tracer's user+sys per printed event while tracing (ready to \
+              stop); all: over its\nwhole life, start-up and exit included. Wake-ups/ev: times the tracer slept and \
+              was woken, per printed\nevent. bpftrace prints every TCP state change on the machine, so its expected \
+              count is not known.\n\n";
+        t
+    }
+
+    /// Every measured run, comparison and scaling.
+    pub(crate) fn all_runs(&self) -> impl Iterator<Item = &Run> {
+        let comparison = self.comparison.rows.iter().flat_map(|(_, pairs)| pairs.iter());
+        comparison.chain(self.scaling.iter()).flat_map(|p| [&p.base, &p.traced])
+    }
+
+    pub(crate) fn rounds_table(&self) -> String {
+        let mut t = String::from(
+            "each round: conn/s untraced -> traced (ratio); the untraced run goes first in odd rounds, second in even ones\n",
+        );
+        for round in 0..self.options.rounds {
+            let cells: Vec<String> = self
+                .comparison
+                .rows
+                .iter()
+                .filter_map(|(label, pairs)| Some((label.trim_start_matches("tcpkit "), pairs.get(round)?)))
+                .map(|(label, p)| format!("{label}: {}{}", pair_cell(p), busy_note(p)))
+                .collect();
+            t += &format!("  {}  {}\n", round + 1, cells.join("   "));
+        }
+        let busy: Vec<f64> = self.all_runs().map(|r| r.background).collect();
+        let note = match busy.iter().any(|&b| b > BUSY_SHARE) {
+            true => format!(": pairs marked BUSY were still busy after {PAIR_ATTEMPTS} attempts"),
+            false => String::new(),
+        };
+        t += &format!(
+            "other processes used {:.1}% of the CPUs during a measured run (median), {:.1}% at most{note}\n\n",
+            median(busy.clone()) * 100.0,
+            busy.iter().copied().fold(0.0, f64::max) * 100.0,
+        );
+        t
+    }
+
+    pub(crate) fn startup_table(&self) -> String {
+        let mut t = format!(
+            "start-up, exec -> ready (header printed, programs attached), {} runs each:\n",
+            self.startup.accept.len()
+        );
+        for (label, times) in [("tcpkit accept", &self.startup.accept), ("tcpkit tracer", &self.startup.tracer)] {
+            let ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+            t += &format!(
+                "  {label:<14} median {:.1} ms (min {:.1}, max {:.1})\n",
+                median(ms.clone()),
+                ms.iter().copied().fold(f64::INFINITY, f64::min),
+                ms.iter().copied().fold(0.0, f64::max)
+            );
+        }
+        t + "\n"
+    }
+
+    pub(crate) fn scaling_table(&self) -> String {
+        let mut t = String::from("scaling: tcpkit tracer, one run each, against the untraced run just before it\n");
+        t += &format!(
+            "  {:>1}  {:<7} {:>8} {:>8} {:>6} {:>9} {:>6} {:>6} {:>6}  {}\n",
+            "K", "ring", "untraced", "traced", "ratio", "events/s", "lost", "CPU", "wake-", "complete"
+        );
+        t += &format!(
+            "  {:>1}  {:<7} {:>8} {:>8} {:>6} {:>9} {:>6} {:>6} {:>6}\n",
+            "", "", "", "", "", "", "", "µs/ev", "ups/ev"
+        );
+        for pair in &self.scaling {
+            let Some(traced) = &pair.traced.traced else { continue };
+            let ring = if pair.traced.label.contains(SMALL_RING) { SMALL_RING } else { "default" };
+            let events_per_s = traced.expected.unwrap_or(traced.printed) as f64 / pair.traced.load.wall.as_secs_f64();
+            let two_places = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+            t += &format!(
+                "  {:>1}  {:<7} {:>8} {:>8} {:>6.3} {:>9} {:>6} {:>6} {:>6}  {}{}\n",
+                pair.traced.threads,
+                ring,
+                thousands(pair.base.load.rate() as u64),
+                thousands(pair.traced.load.rate() as u64),
+                pair.ratio(),
+                thousands(events_per_s as u64),
+                traced.lost,
+                two_places(traced.us_per_event(traced.cpu_events)),
+                two_places(traced.wakeups_per_event()),
+                completeness(traced.expected, traced.printed, traced.lost, traced.exited_ok),
+                busy_note(pair)
+            );
+        }
+        t + "  (K: client threads; untraced, traced: conn/s; events/s: events the load made per second)\n\n"
+    }
+
+    pub(crate) fn targets_table(&self) -> String {
+        let mut t = format!(
+            "targets (issue 5, at {} client thread{}):\n",
+            self.options.threads,
+            if self.options.threads == 1 { "" } else { "s" }
+        );
+        t += &format!("  {:<50} {:<22} {}\n", "target", "measured", "met");
+        for target in self.targets() {
+            t += &format!("  {:<50} {:<22} {}\n", target.name, target.measured, if target.met { "yes" } else { "NO" });
+        }
+        t
+    }
+
+    pub(crate) fn tcpkit_rows(&self) -> Vec<(Sub, Summary)> {
+        let rows = &self.comparison.rows;
+        [Sub::Accept, Sub::Tracer]
+            .into_iter()
+            .filter_map(|sub| {
+                let label = Watcher::Tcpkit { sub, ring: None }.label();
+                rows.iter().find(|(l, _)| *l == label).map(|(_, pairs)| (sub, summarize(pairs)))
+            })
+            .collect()
+    }
+
+    pub(crate) fn targets(&self) -> Vec<Target> {
+        let rows = self.tcpkit_rows();
+        let mut targets = Vec::new();
+        for (sub, s) in &rows {
+            let goal = if *sub == Sub::Accept { ACCEPT_RATIO_TARGET } else { TRACER_RATIO_TARGET };
+            targets.push(Target {
+                name: format!("{} traced/untraced >= {goal:.2}", sub.name()),
+                measured: format!("{:.3}", s.ratio),
+                met: s.ratio >= goal,
+            });
+        }
+        let lost: u64 = rows.iter().map(|(_, s)| s.lost).sum();
+        let complete = rows.iter().all(|(_, s)| s.is_tcpkit_complete());
+        targets.push(Target {
+            name: "no lost events, default ring (accept and tracer)".into(),
+            measured: if complete { "0 lost, all printed".into() } else { format!("{lost} lost, see complete") },
+            met: complete,
+        });
+        let ready = [median_ms(&self.startup.accept), median_ms(&self.startup.tracer)];
+        targets.push(Target {
+            name: format!("exec -> ready <= {READY_TARGET_MS:.0} ms (median; accept, tracer)"),
+            measured: format!("{:.1} ms, {:.1} ms", ready[0], ready[1]),
+            met: ready.iter().all(|&ms| ms <= READY_TARGET_MS),
+        });
+        let rss = rows.iter().map(|(_, s)| s.peak_rss_kb).max().unwrap_or(0);
+        targets.push(Target {
+            name: format!("peak RSS <= {} MB", RSS_TARGET_KB / 1024),
+            measured: format!("{:.1} MB", rss as f64 / 1024.0),
+            met: rss > 0 && rss <= RSS_TARGET_KB,
+        });
+        let cpu: Vec<f64> = rows.iter().filter_map(|(_, s)| s.us_per_event).collect();
+        let worst = cpu.iter().copied().fold(0.0, f64::max);
+        targets.push(Target {
+            name: format!("tcpkit CPU <= {CPU_TARGET_US} µs per printed event (tracing)"),
+            measured: cpu.iter().map(|v| format!("{v:.2} µs")).collect::<Vec<_>>().join(", "),
+            met: !cpu.is_empty() && worst <= CPU_TARGET_US,
+        });
+        targets
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        let m = &self.machine;
+        let o = self.options;
+        json!({
+            "machine": {
+                "kernel": m.kernel, "cpus": m.cpus, "cpu_model": m.cpu_model, "date": m.date,
+                "tcpkit_version": m.tcpkit_version, "backend": m.backend, "bpftrace_version": m.bpftrace_version,
+            },
+            "options": {
+                "connections": o.connections, "threads": o.threads, "rounds": o.rounds, "startups": o.startups,
+                "time_limit_s": o.time_limit, "small_ring": SMALL_RING, "pinned": !o.no_pin, "shape": format!("{:?}", o.shape).to_lowercase(),
+            },
+            "comparison": self.comparison.rows.iter().map(|(label, pairs)| {
+                let s = summarize(pairs);
+                json!({
+                    "watcher": label,
+                    "conn_per_s_median": s.rate,
+                    "ratio_median": s.ratio,
+                    "ratio_quartiles": [s.ratio_iqr.0, s.ratio_iqr.1],
+                    "events_expected": s.expected,
+                    "printed": s.printed,
+                    "lost": s.lost,
+                    "complete": completeness(s.expected, s.printed, s.lost, s.all_exited_ok),
+                    "cpu_us_per_event_tracing_median": s.us_per_event,
+                    "cpu_us_per_event_whole_life_median": s.us_per_event_all,
+                    "peak_rss_kb": s.peak_rss_kb,
+                    "wakeups_per_event_median": s.wakeups_per_event,
+                    "pairs": pairs.iter().map(pair_json).collect::<Vec<_>>(),
+                })
+            }).collect::<Vec<_>>(),
+            "bpftrace_skipped": self.comparison.bpftrace_skipped,
+            "startup_ms": {
+                "accept": { "median": median_ms(&self.startup.accept), "runs": ms_list(&self.startup.accept) },
+                "tracer": { "median": median_ms(&self.startup.tracer), "runs": ms_list(&self.startup.tracer) },
+            },
+            "scaling": self.scaling.iter().map(pair_json).collect::<Vec<_>>(),
+            "targets": self.targets().iter().map(|t| json!({ "target": t.name, "measured": t.measured, "met": t.met })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+pub(crate) struct Target {
+    pub(crate) name: String,
+    pub(crate) measured: String,
+    pub(crate) met: bool,
+}
+
+pub(crate) fn pair_cell(pair: &Pair) -> String {
+    format!(
+        "{} -> {} ({:.3})",
+        thousands(pair.base.load.rate() as u64),
+        thousands(pair.traced.load.rate() as u64),
+        pair.ratio()
+    )
+}
+
+/// A mark on a pair during which other processes used more than BUSY_SHARE of the machine.
+pub(crate) fn busy_note(pair: &Pair) -> String {
+    let busy = pair.background();
+    if busy > BUSY_SHARE {
+        format!(" BUSY {:.0}%", busy * 100.0)
+    } else {
+        String::new()
+    }
+}
+
+pub(crate) fn pair_json(pair: &Pair) -> Value {
+    json!({ "untraced": run_json(&pair.base), "traced": run_json(&pair.traced), "ratio": pair.ratio() })
+}
+
+pub(crate) fn run_json(run: &Run) -> Value {
+    let l = &run.load;
+    let mut v = json!({
+        "watcher": run.label, "threads": run.threads, "connected": l.connected, "accepted": l.accepted,
+        "failed_connects": l.failed, "gave_up": l.gave_up, "wall_s": l.wall.as_secs_f64(), "conn_per_s": l.rate(),
+        "background_cpu_share": run.background,
+    });
+    if let Some(t) = &run.traced {
+        v["tracer"] = json!({
+            "events_expected": t.expected, "printed": t.printed, "lost": t.lost, "complete": t.complete(),
+            "cpu_us_whole_life": t.cpu.as_micros() as u64, "cpu_us_tracing": t.cpu_events.as_micros() as u64,
+            "cpu_us_per_event_whole_life": t.us_per_event(t.cpu), "cpu_us_per_event_tracing": t.us_per_event(t.cpu_events),
+            "wakeups": t.wakeups, "wakeups_per_event": t.wakeups_per_event(),
+            "peak_rss_kb": t.peak_rss_kb, "exit": t.exit,
+        });
+    }
+    v
+}
+
+pub(crate) fn load_line(o: &Options) -> String {
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let shape = match o.shape {
+        Shape::Loop => "each connecting, accepting and closing both ends",
+        Shape::Acceptors => "connecting and closing, one acceptor thread per family accepting and closing",
+    };
+    format!(
+        "load: {} loopback connections per run, IPv4 and IPv6 alternately; {} client thread{}, {shape}; threads {};\n\
+         {} round{}, untraced and traced runs interleaved\n\n",
+        thousands(o.connections),
+        o.threads,
+        plural(o.threads),
+        if o.no_pin { "unpinned" } else { "pinned to CPUs (tcpkit is not)" },
+        o.rounds,
+        plural(o.rounds),
+    )
+}
+
+pub(crate) fn machine_line(m: &Machine) -> String {
+    format!(
+        "kernel {}, {} CPUs ({}), {}, {} backend, {}",
+        m.kernel, m.cpus, m.cpu_model, m.tcpkit_version, m.backend, m.date
+    )
+}
+
+pub(crate) fn progress_line(run: &Run) -> String {
+    let mut line = format!("  {:<32} {:>9} conn/s", run.label, thousands(run.load.rate() as u64));
+    if let Some(t) = &run.traced {
+        line += &format!(
+            ", printed {} of {}, lost {}, {}",
+            thousands(t.printed),
+            t.expected.map_or("?".into(), thousands),
+            t.lost,
+            t.exit
+        );
+    }
+    if run.load.failed > 0 || run.load.gave_up {
+        line += &format!(", {} connects failed{}", run.load.failed, if run.load.gave_up { ", GAVE UP" } else { "" });
+    }
+    line
+}
+
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// First and third quartiles (medians of the lower and upper halves).
+pub(crate) fn quartiles(mut values: Vec<f64>) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let half = values.len() / 2;
+    let upper = values.split_off(values.len() - half);
+    values.truncate(half);
+    (median(values), median(upper))
+}
+
+pub(crate) fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let values: Vec<f64> = values.flatten().collect();
+    (!values.is_empty()).then(|| median(values))
+}
+
+pub(crate) fn median_ms(times: &[Duration]) -> f64 {
+    median(ms_list(times))
+}
+
+pub(crate) fn ms_list(times: &[Duration]) -> Vec<f64> {
+    times.iter().map(|d| d.as_secs_f64() * 1e3).collect()
+}
+
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
