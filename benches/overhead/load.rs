@@ -1,5 +1,17 @@
 //! The load: K client threads connect and close, acceptor threads accept and close, all on loopback.
-use super::*;
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
+use nix::sys::time::TimeVal;
+use nix::unistd::Pid;
 
 /// A connect that takes longer than this failed (a full listen queue drops SYNs; the retry is 1 s later).
 const CONNECT_TIMEOUT: TimeVal = TimeVal::new(2, 0);
@@ -52,21 +64,21 @@ impl LoadResult {
 
 /// What the acceptors need from the clients: whether they are done, and then how many connections of each
 /// family succeeded (so an acceptor stops as soon as it has them all, without waiting for a timeout).
-pub(crate) struct Progress {
-    pub(crate) clients_done: AtomicBool,
-    pub(crate) connected: [AtomicU64; 2],
+struct Progress {
+    clients_done: AtomicBool,
+    connected: [AtomicU64; 2],
 }
 
-pub(crate) struct ClientResult {
-    pub(crate) connected: [u64; 2],
-    pub(crate) accepted: u64,
-    pub(crate) failed: u64,
-    pub(crate) end: Instant,
+struct ClientResult {
+    connected: [u64; 2],
+    accepted: u64,
+    failed: u64,
+    end: Instant,
 }
 
-pub(crate) struct AcceptorResult {
-    pub(crate) accepted: u64,
-    pub(crate) last: Option<Instant>,
+struct AcceptorResult {
+    accepted: u64,
+    last: Option<Instant>,
 }
 
 /// Runs one load: `connections` connections, alternately to 127.0.0.1 and ::1. Its wall time runs from the
@@ -135,7 +147,7 @@ pub(crate) fn run_load(load: Load) -> io::Result<LoadResult> {
 }
 
 /// The CPUs this process may run on.
-pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
+fn allowed_cpus() -> io::Result<Vec<usize>> {
     let set = sched_getaffinity(Pid::from_raw(0))?;
     let cpus: Vec<usize> = (0..CpuSet::count()).filter(|&cpu| set.is_set(cpu).unwrap_or(false)).collect();
     if cpus.is_empty() {
@@ -148,7 +160,7 @@ pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
 /// one, so that placement is the same in every run. With the acceptors shape, left to the scheduler, a client
 /// and its acceptor shared a CPU in some runs and not in others, and identical untraced runs varied by ±20%
 /// (±5% pinned). tcpkit itself is never pinned: where it runs is part of what it costs.
-pub(crate) fn pin_to_cpu(cpu: Option<usize>) {
+fn pin_to_cpu(cpu: Option<usize>) {
     let Some(cpu) = cpu else { return };
     let mut set = CpuSet::new();
     if set.set(cpu).is_ok() {
@@ -157,7 +169,7 @@ pub(crate) fn pin_to_cpu(cpu: Option<usize>) {
 }
 
 /// A loopback listener with the largest queue the kernel allows, whose accept() wakes up every 100 ms.
-pub(crate) fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
+fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
     let fd = socket::socket(family_of(&addr), SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
@@ -166,7 +178,7 @@ pub(crate) fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
-pub(crate) fn family_of(addr: &SocketAddr) -> AddressFamily {
+fn family_of(addr: &SocketAddr) -> AddressFamily {
     if addr.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -177,7 +189,7 @@ pub(crate) fn family_of(addr: &SocketAddr) -> AddressFamily {
 /// Accepts and closes at once, until every successful connect of this family was accepted; or until the
 /// clients are done and nothing arrived for a whole wake-up period (a connection the kernel dropped from a
 /// full queue never comes); or until the deadline.
-pub(crate) fn accept_and_close(
+fn accept_and_close(
     listener: &TcpListener,
     family: usize,
     progress: &Progress,
@@ -211,7 +223,7 @@ pub(crate) fn accept_and_close(
 /// Makes `count` connections, alternating between the two families from `first`. Given the listeners (the
 /// loop shape), it accepts each connection itself and closes the server end, then the client end; otherwise
 /// it closes each client end CLIENT_WINDOW connections later and leaves accepting to the acceptor threads.
-pub(crate) fn connect_and_close(
+fn connect_and_close(
     count: u64,
     first: usize,
     targets: [SocketAddr; 2],
@@ -258,7 +270,7 @@ pub(crate) fn connect_and_close(
     result
 }
 
-pub(crate) fn connect_once((family, addr): &(AddressFamily, SockaddrStorage)) -> nix::Result<OwnedFd> {
+fn connect_once((family, addr): &(AddressFamily, SockaddrStorage)) -> nix::Result<OwnedFd> {
     let fd = socket::socket(*family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     socket::setsockopt(&fd, sockopt::SendTimeout, &CONNECT_TIMEOUT)?; // bounds a blocking connect
     socket::connect(fd.as_raw_fd(), addr)?;

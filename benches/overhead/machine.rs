@@ -1,5 +1,11 @@
 //! The machine the benchmark ran on.
-use super::*;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::thread;
+
+use crate::watch::{Bench, Sub};
 
 pub(crate) struct Machine {
     pub(crate) kernel: String,
@@ -30,7 +36,7 @@ pub(crate) fn machine_info(bench: &Bench) -> io::Result<Machine> {
 }
 
 /// The backend tcpkit picks on this kernel, as `--debug` says on stderr.
-pub(crate) fn tcpkit_backend(bench: &Bench) -> io::Result<String> {
+fn tcpkit_backend(bench: &Bench) -> io::Result<String> {
     let mut command = bench.tcpkit_command(Sub::Accept, None);
     command.args(["--debug", "-d", "0.1"]);
     let (_, stderr) = command_output(&mut command)?;
@@ -41,7 +47,7 @@ pub(crate) fn tcpkit_backend(bench: &Bench) -> io::Result<String> {
         .ok_or_else(|| io::Error::other(format!("tcpkit accept --debug named no backend: {}", stderr.trim())))
 }
 
-pub(crate) fn command_output(command: &mut Command) -> io::Result<(String, String)> {
+fn command_output(command: &mut Command) -> io::Result<(String, String)> {
     let output = command.stdin(Stdio::null()).output()?;
     Ok((String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned()))
 }

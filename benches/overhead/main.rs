@@ -11,27 +11,13 @@
 //! target/bench/results.json. The load runs in this process and tcpkit gets `-p <this pid>`, so tcpkit sees
 //! exactly the load's events: per connection one accept (`tcpkit accept`), or a connect, an accept and two
 //! closes (`tcpkit tracer`), all by this process.
-use std::collections::VecDeque;
-use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::process::{ChildStdout, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
-use nix::libc;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
-use nix::sys::signal::{kill, Signal};
-use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
-use nix::sys::time::TimeVal;
-use nix::unistd::Pid;
-use serde_json::{json, Value};
 
 mod load;
 mod machine;
@@ -39,11 +25,11 @@ mod measure;
 mod report;
 mod watch;
 
-use load::*;
-use machine::*;
-use measure::*;
-use report::*;
-use watch::*;
+use load::Shape;
+use machine::machine_info;
+use measure::{compare, scale, time_startups};
+use report::{machine_line, Report};
+use watch::{Bench, Watcher};
 
 /// The longest a tracer may take to be ready (header printed, programs attached).
 const READY_LIMIT: Duration = Duration::from_secs(10);

@@ -1,5 +1,17 @@
 //! The measurements: interleaved pairs, start-up times, scaling.
-use super::*;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::process::{ChildStdout, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::Pid;
+
+use crate::load::Load;
+use crate::machine::find_in_path;
+use crate::watch::{background_share, count_lines, other_processes_cpu, stop, Bench, Run, Sub, Watcher};
+use crate::{Options, BUSY_SHARE, CONTROL, PAIR_ATTEMPTS, READY_LIMIT, SMALL_RING};
 
 /// The longest wait for a quiet machine before a pair (see BUSY_SHARE).
 const QUIET_WAIT: Duration = Duration::from_secs(30);
@@ -28,7 +40,7 @@ impl Pair {
 /// An untraced run and the same load under `watcher`, one right after the other, in the order given (the
 /// comparison alternates it: whichever run goes second was measured about 3% faster in untraced-only
 /// control pairs, so a fixed order favours one side); again if other processes were busy.
-pub(crate) fn measure_pair(bench: &mut Bench, watcher: &Watcher, load: Load, traced_first: bool) -> io::Result<Pair> {
+fn measure_pair(bench: &mut Bench, watcher: &Watcher, load: Load, traced_first: bool) -> io::Result<Pair> {
     let mut attempt = 1;
     loop {
         wait_for_quiet();
@@ -49,7 +61,7 @@ pub(crate) fn measure_pair(bench: &mut Bench, watcher: &Watcher, load: Load, tra
 }
 
 /// Waits, up to QUIET_WAIT, for half a second in which other processes use at most BUSY_SHARE of the CPUs.
-pub(crate) fn wait_for_quiet() {
+fn wait_for_quiet() {
     let window = Duration::from_millis(500);
     let deadline = Instant::now() + QUIET_WAIT;
     while Instant::now() < deadline {
@@ -111,7 +123,7 @@ pub(crate) fn time_startups(bench: &Bench, count: usize) -> io::Result<Startup> 
 
 /// From spawn to the header on stdout, which tcpkit prints once its programs are attached. Read from a
 /// pipe here (not a file): the header is flushed at once, and a pipe says the moment it arrives.
-pub(crate) fn time_to_ready(bench: &Bench, sub: Sub) -> io::Result<Duration> {
+fn time_to_ready(bench: &Bench, sub: Sub) -> io::Result<Duration> {
     let started = Instant::now();
     let mut child = bench.tcpkit_command(sub, None).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
     let pid = Pid::from_raw(child.id() as i32);
@@ -123,7 +135,7 @@ pub(crate) fn time_to_ready(bench: &Bench, sub: Sub) -> io::Result<Duration> {
     Ok(elapsed)
 }
 
-pub(crate) fn read_lines(pipe: &mut ChildStdout, lines: u64, deadline: Instant) -> io::Result<()> {
+fn read_lines(pipe: &mut ChildStdout, lines: u64, deadline: Instant) -> io::Result<()> {
     let mut seen = 0;
     let mut buf = [0u8; 4096];
     while seen < lines {

@@ -1,5 +1,13 @@
 //! The report: a table on stdout, JSON in target/bench/results.json.
-use super::*;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::load::Shape;
+use crate::machine::Machine;
+use crate::measure::{Comparison, Pair, Startup};
+use crate::watch::{Run, Sub, Traced, Watcher};
+use crate::{Options, BUSY_SHARE, CONTROL, PAIR_ATTEMPTS, SMALL_RING};
 
 /// Targets of issue 5, for this 2-core machine.
 const ACCEPT_RATIO_TARGET: f64 = 0.95;
@@ -17,23 +25,23 @@ pub(crate) struct Report<'a> {
 }
 
 /// A watcher's runs over all rounds, summed up.
-pub(crate) struct Summary {
-    pub(crate) rate: f64,
-    pub(crate) ratio: f64,
+struct Summary {
+    rate: f64,
+    ratio: f64,
     /// First and third quartiles of the pairs' ratios.
-    pub(crate) ratio_iqr: (f64, f64),
-    pub(crate) expected: Option<u64>,
-    pub(crate) printed: u64,
-    pub(crate) lost: u64,
-    pub(crate) us_per_event: Option<f64>,
-    pub(crate) us_per_event_all: Option<f64>,
-    pub(crate) peak_rss_kb: u64,
-    pub(crate) wakeups_per_event: Option<f64>,
-    pub(crate) all_exited_ok: bool,
-    pub(crate) failed_connects: u64,
+    ratio_iqr: (f64, f64),
+    expected: Option<u64>,
+    printed: u64,
+    lost: u64,
+    us_per_event: Option<f64>,
+    us_per_event_all: Option<f64>,
+    peak_rss_kb: u64,
+    wakeups_per_event: Option<f64>,
+    all_exited_ok: bool,
+    failed_connects: u64,
 }
 
-pub(crate) fn summarize(pairs: &[Pair]) -> Summary {
+fn summarize(pairs: &[Pair]) -> Summary {
     let traced: Vec<&Traced> = pairs.iter().filter_map(|p| p.traced.traced.as_ref()).collect();
     Summary {
         rate: median(pairs.iter().map(|p| p.traced.load.rate()).collect()),
@@ -52,13 +60,13 @@ pub(crate) fn summarize(pairs: &[Pair]) -> Summary {
 }
 
 impl Summary {
-    pub(crate) fn is_tcpkit_complete(&self) -> bool {
+    fn is_tcpkit_complete(&self) -> bool {
         self.all_exited_ok && self.lost == 0 && self.expected == Some(self.printed)
     }
 }
 
 /// Whether every event was printed, in words: a run that lost events says so.
-pub(crate) fn completeness(expected: Option<u64>, printed: u64, lost: u64, exited_ok: bool) -> String {
+fn completeness(expected: Option<u64>, printed: u64, lost: u64, exited_ok: bool) -> String {
     let mut words = Vec::new();
     if lost > 0 {
         words.push(format!("LOST {lost}"));
@@ -92,7 +100,7 @@ impl Report<'_> {
         t
     }
 
-    pub(crate) fn comparison_table(&self) -> String {
+    fn comparison_table(&self) -> String {
         let row = |cells: [&str; 12]| {
             format!(
                 "{:<18} {:>8} {:>8} {:>11} {:>9} {:>9} {:>6}  {:<14} {:>6} {:>6} {:>6} {:>8}\n",
@@ -180,12 +188,12 @@ impl Report<'_> {
     }
 
     /// Every measured run, comparison and scaling.
-    pub(crate) fn all_runs(&self) -> impl Iterator<Item = &Run> {
+    fn all_runs(&self) -> impl Iterator<Item = &Run> {
         let comparison = self.comparison.rows.iter().flat_map(|(_, pairs)| pairs.iter());
         comparison.chain(self.scaling.iter()).flat_map(|p| [&p.base, &p.traced])
     }
 
-    pub(crate) fn rounds_table(&self) -> String {
+    fn rounds_table(&self) -> String {
         let mut t = String::from(
             "each round: conn/s untraced -> traced (ratio); the untraced run goes first in odd rounds, second in even ones\n",
         );
@@ -212,7 +220,7 @@ impl Report<'_> {
         t
     }
 
-    pub(crate) fn startup_table(&self) -> String {
+    fn startup_table(&self) -> String {
         let mut t = format!(
             "start-up, exec -> ready (header printed, programs attached), {} runs each:\n",
             self.startup.accept.len()
@@ -229,7 +237,7 @@ impl Report<'_> {
         t + "\n"
     }
 
-    pub(crate) fn scaling_table(&self) -> String {
+    fn scaling_table(&self) -> String {
         let mut t = String::from("scaling: tcpkit tracer, one run each, against the untraced run just before it\n");
         t += &format!(
             "  {:>1}  {:<7} {:>8} {:>8} {:>6} {:>9} {:>6} {:>6} {:>6}  {}\n",
@@ -262,7 +270,7 @@ impl Report<'_> {
         t + "  (K: client threads; untraced, traced: conn/s; events/s: events the load made per second)\n\n"
     }
 
-    pub(crate) fn targets_table(&self) -> String {
+    fn targets_table(&self) -> String {
         let mut t = format!(
             "targets (issue 5, at {} client thread{}):\n",
             self.options.threads,
@@ -275,7 +283,7 @@ impl Report<'_> {
         t
     }
 
-    pub(crate) fn tcpkit_rows(&self) -> Vec<(Sub, Summary)> {
+    fn tcpkit_rows(&self) -> Vec<(Sub, Summary)> {
         let rows = &self.comparison.rows;
         [Sub::Accept, Sub::Tracer]
             .into_iter()
@@ -286,7 +294,7 @@ impl Report<'_> {
             .collect()
     }
 
-    pub(crate) fn targets(&self) -> Vec<Target> {
+    fn targets(&self) -> Vec<Target> {
         let rows = self.tcpkit_rows();
         let mut targets = Vec::new();
         for (sub, s) in &rows {
@@ -367,13 +375,13 @@ impl Report<'_> {
     }
 }
 
-pub(crate) struct Target {
-    pub(crate) name: String,
-    pub(crate) measured: String,
-    pub(crate) met: bool,
+struct Target {
+    name: String,
+    measured: String,
+    met: bool,
 }
 
-pub(crate) fn pair_cell(pair: &Pair) -> String {
+fn pair_cell(pair: &Pair) -> String {
     format!(
         "{} -> {} ({:.3})",
         thousands(pair.base.load.rate() as u64),
@@ -383,7 +391,7 @@ pub(crate) fn pair_cell(pair: &Pair) -> String {
 }
 
 /// A mark on a pair during which other processes used more than BUSY_SHARE of the machine.
-pub(crate) fn busy_note(pair: &Pair) -> String {
+fn busy_note(pair: &Pair) -> String {
     let busy = pair.background();
     if busy > BUSY_SHARE {
         format!(" BUSY {:.0}%", busy * 100.0)
@@ -392,11 +400,11 @@ pub(crate) fn busy_note(pair: &Pair) -> String {
     }
 }
 
-pub(crate) fn pair_json(pair: &Pair) -> Value {
+fn pair_json(pair: &Pair) -> Value {
     json!({ "untraced": run_json(&pair.base), "traced": run_json(&pair.traced), "ratio": pair.ratio() })
 }
 
-pub(crate) fn run_json(run: &Run) -> Value {
+fn run_json(run: &Run) -> Value {
     let l = &run.load;
     let mut v = json!({
         "watcher": run.label, "threads": run.threads, "connected": l.connected, "accepted": l.accepted,
@@ -415,7 +423,7 @@ pub(crate) fn run_json(run: &Run) -> Value {
     v
 }
 
-pub(crate) fn load_line(o: &Options) -> String {
+fn load_line(o: &Options) -> String {
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     let shape = match o.shape {
         Shape::Loop => "each connecting, accepting and closing both ends",
@@ -457,7 +465,7 @@ pub(crate) fn progress_line(run: &Run) -> String {
     line
 }
 
-pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+fn median(mut values: Vec<f64>) -> f64 {
     if values.is_empty() {
         return f64::NAN;
     }
@@ -471,7 +479,7 @@ pub(crate) fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// First and third quartiles (medians of the lower and upper halves).
-pub(crate) fn quartiles(mut values: Vec<f64>) -> (f64, f64) {
+fn quartiles(mut values: Vec<f64>) -> (f64, f64) {
     values.sort_by(f64::total_cmp);
     let half = values.len() / 2;
     let upper = values.split_off(values.len() - half);
@@ -479,20 +487,20 @@ pub(crate) fn quartiles(mut values: Vec<f64>) -> (f64, f64) {
     (median(values), median(upper))
 }
 
-pub(crate) fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     let values: Vec<f64> = values.flatten().collect();
     (!values.is_empty()).then(|| median(values))
 }
 
-pub(crate) fn median_ms(times: &[Duration]) -> f64 {
+fn median_ms(times: &[Duration]) -> f64 {
     median(ms_list(times))
 }
 
-pub(crate) fn ms_list(times: &[Duration]) -> Vec<f64> {
+fn ms_list(times: &[Duration]) -> Vec<f64> {
     times.iter().map(|d| d.as_secs_f64() * 1e3).collect()
 }
 
-pub(crate) fn thousands(n: u64) -> String {
+fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

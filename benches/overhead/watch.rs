@@ -1,5 +1,18 @@
 //! What watches the load: nothing, tcpkit or bpftrace, as a child process printing into a file.
-use super::*;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::libc;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::load::{run_load, Load, LoadResult, Shape};
+use crate::report::progress_line;
+use crate::{Options, READY_LIMIT};
 
 /// Limits on waiting for a tracer: to finish printing, to exit after SIGINT.
 const PRINT_LIMIT: Duration = Duration::from_secs(10);
@@ -36,7 +49,7 @@ impl Sub {
     /// Events the load makes tcpkit print. Every accept is one; tracer adds a connect and a close for every
     /// client end that connected, and a close for every accepted server end (a connection the kernel dropped
     /// from a full queue has no server end, hence connects and accepts counted apart).
-    pub(crate) fn expected_events(self, load: &LoadResult) -> u64 {
+    fn expected_events(self, load: &LoadResult) -> u64 {
         match self {
             Sub::Accept => load.accepted,
             Sub::Tracer => 2 * load.connected + 2 * load.accepted,
@@ -63,30 +76,30 @@ impl Watcher {
 }
 
 /// A running tracer whose stdout goes to a file (the fastest place it can write to).
-pub(crate) struct Session {
-    pub(crate) pid: Pid,
-    pub(crate) out: PathBuf,
-    pub(crate) err: PathBuf,
-    pub(crate) kind: OutputKind,
-    pub(crate) cpu_at_ready: Duration,
-    pub(crate) switches_at_ready: u64,
+struct Session {
+    pid: Pid,
+    out: PathBuf,
+    err: PathBuf,
+    kind: OutputKind,
+    cpu_at_ready: Duration,
+    switches_at_ready: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum OutputKind {
+enum OutputKind {
     Tcpkit(Sub),
     Bpftrace,
 }
 
 impl OutputKind {
-    pub(crate) fn is_ready(self, text: &str) -> bool {
+    fn is_ready(self, text: &str) -> bool {
         match self {
             OutputKind::Tcpkit(sub) => count_lines(text.as_bytes()) >= sub.header_lines(),
             OutputKind::Bpftrace => text.lines().any(|l| l == "ready"),
         }
     }
 
-    pub(crate) fn events(self, text: &str) -> u64 {
+    fn events(self, text: &str) -> u64 {
         match self {
             OutputKind::Tcpkit(sub) => count_lines(text.as_bytes()).saturating_sub(sub.header_lines()),
             OutputKind::Bpftrace => text.lines().filter(|l| l.starts_with("E ")).count() as u64,
@@ -94,7 +107,7 @@ impl OutputKind {
     }
 
     /// Events lost, as the tracer reports them: tcpkit once on stderr at exit, bpftrace as it goes.
-    pub(crate) fn lost(self, stdout: &str, stderr: &str) -> u64 {
+    fn lost(self, stdout: &str, stderr: &str) -> u64 {
         match self {
             OutputKind::Tcpkit(_) => {
                 stderr.lines().filter_map(|l| number_between(l, "tcpkit: ", " events lost in total")).sum()
@@ -106,7 +119,7 @@ impl OutputKind {
     }
 }
 
-pub(crate) fn number_between(line: &str, before: &str, after: &str) -> Option<u64> {
+fn number_between(line: &str, before: &str, after: &str) -> Option<u64> {
     line.trim().strip_prefix(before)?.split_once(after)?.0.trim().parse().ok()
 }
 
@@ -161,11 +174,11 @@ pub(crate) struct Run {
 pub(crate) struct Bench {
     pub(crate) tcpkit: PathBuf,
     pub(crate) dir: PathBuf,
-    pub(crate) connections: u64,
-    pub(crate) time_limit: Duration,
-    pub(crate) pin: bool,
-    pub(crate) shape: Shape,
-    pub(crate) runs: usize,
+    connections: u64,
+    time_limit: Duration,
+    pin: bool,
+    shape: Shape,
+    runs: usize,
 }
 
 impl Bench {
@@ -235,7 +248,7 @@ impl Bench {
     }
 
     /// Starts a tracer with its output in target/bench/NAME.out and .err, and waits until it is ready.
-    pub(crate) fn start(&self, mut command: Command, name: &str, kind: OutputKind) -> io::Result<Session> {
+    fn start(&self, mut command: Command, name: &str, kind: OutputKind) -> io::Result<Session> {
         let out = self.dir.join(format!("{name}.out"));
         let err = self.dir.join(format!("{name}.err"));
         let mut child = command.stdout(File::create(&out)?).stderr(File::create(&err)?).spawn()?;
@@ -265,7 +278,7 @@ impl Bench {
 
 impl Session {
     /// Waits until the output is complete, then stops the tracer and collects what it did.
-    pub(crate) fn finish(self, expected: Option<u64>) -> io::Result<Traced> {
+    fn finish(self, expected: Option<u64>) -> io::Result<Traced> {
         let target_lines = match (self.kind, expected) {
             (OutputKind::Tcpkit(sub), Some(n)) => Some(n + sub.header_lines()),
             _ => None,
@@ -292,7 +305,7 @@ impl Session {
 }
 
 /// Waits until the file has `target_lines` lines, or has stopped growing, within PRINT_LIMIT.
-pub(crate) fn wait_for_output(path: &Path, target_lines: Option<u64>) -> io::Result<()> {
+fn wait_for_output(path: &Path, target_lines: Option<u64>) -> io::Result<()> {
     let mut file = File::open(path)?;
     let (mut lines, mut offset) = (0u64, 0u64);
     let mut buf = vec![0u8; 1 << 16];
@@ -320,12 +333,12 @@ pub(crate) fn wait_for_output(path: &Path, target_lines: Option<u64>) -> io::Res
 
 /// How a child process ended, with what it used.
 pub(crate) struct Exit {
-    pub(crate) status: i32,
-    pub(crate) cpu: Duration,
+    status: i32,
+    cpu: Duration,
 }
 
 impl Exit {
-    pub(crate) fn success(&self) -> bool {
+    fn success(&self) -> bool {
         libc::WIFEXITED(self.status) && libc::WEXITSTATUS(self.status) == 0
     }
 
@@ -358,7 +371,7 @@ pub(crate) fn stop(pid: Pid) -> io::Result<Exit> {
 
 /// wait4(2): the only wait that also gives the child's user+sys time (µs). Not its ru_maxrss: a child
 /// started with vfork (as Command does) inherits this process's peak RSS at exec, so VmHWM is read instead.
-pub(crate) fn wait4(pid: Pid, flags: i32) -> io::Result<Option<Exit>> {
+fn wait4(pid: Pid, flags: i32) -> io::Result<Option<Exit>> {
     let mut status = 0;
     // SAFETY: rusage is plain data, for which all zeroes is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -382,7 +395,7 @@ pub(crate) fn wait4(pid: Pid, flags: i32) -> io::Result<Option<Exit>> {
 
 /// CPU time the process has used so far, from each thread's time on a CPU in /proc/PID/task/*/schedstat
 /// (ns; the same clock wait4's user+sys total comes from).
-pub(crate) fn cpu_time_so_far(pid: Pid) -> Duration {
+fn cpu_time_so_far(pid: Pid) -> Duration {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return Duration::ZERO };
     let ns: u64 = tasks
         .flatten()
@@ -393,7 +406,7 @@ pub(crate) fn cpu_time_so_far(pid: Pid) -> Duration {
 }
 
 /// Peak RSS so far, VmHWM in /proc/PID/status (kB), read just before the stop; 0 if it cannot be read.
-pub(crate) fn vm_hwm_kb(pid: Pid) -> u64 {
+fn vm_hwm_kb(pid: Pid) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -403,7 +416,7 @@ pub(crate) fn vm_hwm_kb(pid: Pid) -> u64 {
 }
 
 /// Voluntary context switches of the process's main thread (tcpkit has only that one).
-pub(crate) fn voluntary_switches(pid: Pid) -> u64 {
+fn voluntary_switches(pid: Pid) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:")?.trim().parse().ok()).unwrap_or(0)
 }
