@@ -145,15 +145,11 @@ static __always_inline void current_task_info(struct task_info *t, __u64 pid_tgi
 	t->pid = pid_tgid >> 32;
 	t->tid = (__u32)pid_tgid;
 	t->uid = (__u32)bpf_get_current_uid_gid();
-	if (have_task_btf()) {
-		struct task_struct *task = bpf_get_current_task_btf();
-
-		t->mntns = task->nsproxy->mnt_ns->ns.inum;
-		__builtin_memcpy(t->comm, task->comm, sizeof(t->comm));
-	} else {
-		t->mntns = current_mntns();
+	t->mntns = current_mntns();
+	if (have_task_btf())
+		__builtin_memcpy(t->comm, bpf_get_current_task_btf()->comm, sizeof(t->comm));
+	else
 		bpf_get_current_comm(t->comm, sizeof(t->comm));
-	}
 }
 
 static __always_inline bool port_in_set(__u16 port)
