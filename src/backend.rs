@@ -93,6 +93,48 @@ fn trampolines_refused() -> bool {
     fd == -(nix::errno::Errno::EPERM as i32)
 }
 
+/// The io_uring tracepoints the tracepoint backend sees io_uring accepts through.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UringTracepoints {
+    /// The kernel has io_uring at all (its tracepoint directory).
+    pub present: bool,
+    /// io_uring:io_uring_complete exists.
+    pub complete: bool,
+    /// Its record names no request (before 5.19): io_uring_submit_sqe must pair user_data with opcodes.
+    pub submit_needed: bool,
+    /// io_uring:io_uring_submit_sqe exists.
+    pub submit: bool,
+}
+
+impl UringTracepoints {
+    /// Why the tracepoint backend cannot see io_uring accepts on this kernel, if it cannot.
+    pub fn blind_spot(&self) -> Option<&'static str> {
+        let seen = self.complete && (!self.submit_needed || self.submit);
+        (self.present && !seen).then_some(
+            "this kernel's io_uring tracepoints cannot say which requests were accepts: accepts made through \
+             io_uring are not seen with the tracepoint backend (fentry or kprobe see them)",
+        )
+    }
+}
+
+/// Reads tracefs (preflight mounted it): which io_uring tracepoints exist and what their records hold.
+pub fn uring_tracepoints() -> UringTracepoints {
+    let Some(dir) = ["/sys/kernel/tracing/events/io_uring", "/sys/kernel/debug/tracing/events/io_uring"]
+        .into_iter()
+        .map(Path::new)
+        .find(|d| d.is_dir())
+    else {
+        return UringTracepoints::default();
+    };
+    let complete = std::fs::read_to_string(dir.join("io_uring_complete/format")).ok();
+    UringTracepoints {
+        present: true,
+        complete: complete.is_some(),
+        submit_needed: complete.is_some_and(|f| !f.contains(" req;")),
+        submit: dir.join("io_uring_submit_sqe").is_dir(),
+    }
+}
+
 fn kprobes_available() -> bool {
     Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
         || Path::new("/sys/kernel/tracing/kprobe_events").exists()

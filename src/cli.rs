@@ -42,13 +42,21 @@ const TRACER_EXAMPLES: &str = "Examples:
   tcpkit tracer -t              # include timestamps
   tcpkit tracer -p 181          # only PID 181
   tcpkit tracer -N 4026531969   # only network namespace 4026531969
-  tcpkit tracer -P 80,443 -6    # only IPv6 connections with port 80 or 443 at either end";
+  tcpkit tracer -P 80,443 -6    # only IPv6 connections with port 80 or 443 at either end
+  tcpkit tracer --failed        # also connects that failed, with their error (ECONNREFUSED, ...)
+  tcpkit tracer -L              # closes with how they ended, lifespan and bytes";
 
 #[derive(Args, Debug)]
 pub struct TracerArgs {
     /// Print type words (connect, accept, close) and a NETNS column (left out with -N)
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
+    /// Also print connects that failed (type F), with an ERROR column
+    #[arg(long = "failed")]
+    pub failed: bool,
+    /// Print how each connection ended, its lifespan and its bytes on X lines (END, MS, TX, RX columns)
+    #[arg(short = 'L', long = "lifespan")]
+    pub lifespan: bool,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]

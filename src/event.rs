@@ -1,5 +1,8 @@
 //! The event record as the BPF programs write it, and its decoding.
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::columns::StackText;
 
 /// The one definition of the event, generated from src/bpf/tcpkit.h. Every object includes that header,
 /// so the accept skeleton's copy of the type describes the tracer's events too.
@@ -10,6 +13,11 @@ unsafe impl plain::Plain for Event {}
 
 pub const AF_INET: u16 = 2;
 const TASK_UNKNOWN: u8 = 3;
+const EVENT_FAIL: u8 = 4;
+const DURATION_UNKNOWN: u64 = u64::MAX;
+
+/// How a connection ended (src/bpf/tcpkit.h, enum end_kind), by its value.
+const END_NAMES: [&str; 6] = ["", "close", "peer", "abort", "reset", "timeout"];
 
 /// Copies a ring-buffer sample into an event: samples are only 8-byte aligned, so no in-place cast.
 pub fn decode(bytes: &[u8]) -> Option<Event> {
@@ -49,6 +57,31 @@ impl Event {
         let comm = &self.task.comm;
         let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
         String::from_utf8_lossy(&comm[..len])
+    }
+}
+
+impl Event {
+    /// The errno name of a failed connect (`ECONNREFUSED`), formatted on the stack; None for other events.
+    pub fn error_name(&self) -> Option<StackText<24>> {
+        if self.r#type != EVENT_FAIL {
+            return None;
+        }
+        let mut name = StackText::new();
+        let _ = match nix::errno::Errno::from_raw(self.error.into()) {
+            nix::errno::Errno::UnknownErrno => fmt::write(&mut name, format_args!("errno-{}", self.error)),
+            known => fmt::write(&mut name, format_args!("{known:?}")),
+        };
+        Some(name)
+    }
+
+    /// How a closed connection ended (`close`, `peer`, `abort`, `reset`, `timeout`), when the kernel said.
+    pub fn end_name(&self) -> Option<&'static str> {
+        END_NAMES.get(usize::from(self.end)).copied().filter(|n| !n.is_empty())
+    }
+
+    /// How long a closed connection lived, when tcpkit saw it begin.
+    pub fn duration(&self) -> Option<u64> {
+        (self.duration_ns != DURATION_UNKNOWN).then_some(self.duration_ns)
     }
 }
 

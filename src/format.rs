@@ -165,23 +165,85 @@ impl Format for AcceptText {
 }
 
 /// bcc tcptracer: a banner, then `T PID COMM IP SADDR DADDR SPORT DPORT` (SADDR/SPORT the local end,
-/// IPv6 addresses in brackets); -v spells the type out and adds NETNS unless -N chose one namespace.
+/// IPv6 addresses in brackets); -v spells the type out and adds NETNS unless -N chose one namespace;
+/// --failed and -L append their columns.
 pub struct TracerText {
     times: TimeColumns,
-    verbose: bool,
-    netns_column: bool,
+    columns: TracerColumns,
     print_uid: bool,
 }
 
+/// The tracer's layout choices beyond the time and UID columns.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TracerColumns {
+    /// -v: type words, and NETNS when `netns`
+    pub verbose: bool,
+    /// No -N: -v shows the NETNS column
+    pub netns: bool,
+    /// --failed: an ERROR column
+    pub error: bool,
+    /// -L: END, MS, TX and RX columns
+    pub lifespan: bool,
+}
+
 impl TracerText {
-    pub fn new(args: &OutputArgs, verbose: bool, netns_column: bool) -> Self {
-        TracerText {
-            times: TimeColumns::new(args, verbose),
-            verbose,
-            netns_column: verbose && netns_column,
-            print_uid: args.print_uid,
-        }
+    pub fn new(args: &OutputArgs, columns: TracerColumns) -> Self {
+        let columns = TracerColumns { netns: columns.verbose && columns.netns, ..columns };
+        TracerText { times: TimeColumns::new(args, columns.verbose), columns, print_uid: args.print_uid }
     }
+
+    /// The header of the appended columns. bcc's -v header pads DPORT to 7 where its rows pad to 6 and a
+    /// separator: there the first appended name needs no leading space.
+    fn tail_header(&self, w: &mut impl Write) -> io::Result<()> {
+        let mut lead = if self.columns.verbose && !self.columns.netns { "" } else { " " };
+        if self.columns.error {
+            write!(w, "{lead}{:<ERROR_WIDTH$}", "ERROR")?;
+            lead = " ";
+        }
+        if self.columns.lifespan {
+            write!(w, "{lead}{:<END_WIDTH$} {:<MS_WIDTH$} {:<BYTES_WIDTH$} {:<BYTES_WIDTH$}", "END", "MS", "TX", "RX")?;
+        }
+        Ok(())
+    }
+
+    /// The appended columns of one row: `-` where a column does not apply to the event's type.
+    fn tail<'a, W: Write>(&self, row: Row<'a, W>, e: &Event) -> Row<'a, W> {
+        let mut row = row;
+        if self.columns.error {
+            row = match e.error_name() {
+                Some(name) => row.left(name.as_str(), ERROR_WIDTH),
+                None => row.left("-", ERROR_WIDTH),
+            };
+        }
+        if self.columns.lifespan {
+            row = match e.end_name() {
+                Some(end) => row
+                    .left(end, END_WIDTH)
+                    .left(milliseconds(e.duration()).as_str(), MS_WIDTH)
+                    .left(uint(e.bytes_sent).as_str(), BYTES_WIDTH)
+                    .left(uint(e.bytes_received).as_str(), BYTES_WIDTH),
+                None => row.left("-", END_WIDTH).left("-", MS_WIDTH).left("-", BYTES_WIDTH).left("-", BYTES_WIDTH),
+            };
+        }
+        row
+    }
+}
+
+/// Widths of the appended tracer columns: the longest errno name a connect gives (EADDRNOTAVAIL), the
+/// longest end (timeout), milliseconds to the microsecond, bytes.
+const ERROR_WIDTH: usize = 13;
+const END_WIDTH: usize = 7;
+const MS_WIDTH: usize = 10;
+const BYTES_WIDTH: usize = 10;
+
+/// A duration in milliseconds with three decimals (microseconds, truncated), or `-` when unknown.
+fn milliseconds(duration_ns: Option<u64>) -> StackText<32> {
+    let mut text = StackText::new();
+    let _ = match duration_ns {
+        Some(ns) => std::fmt::write(&mut text, format_args!("{}.{:03}", ns / 1_000_000, ns / 1000 % 1000)),
+        None => std::fmt::write(&mut text, format_args!("-")),
+    };
+    text
 }
 
 /// Every layout a subcommand can print in; one type, so the reader is compiled once per subcommand.
@@ -220,13 +282,16 @@ impl Format for Layout {
 const EVENT_CONNECT: u8 = 1;
 const EVENT_ACCEPT: u8 = 2;
 const EVENT_CLOSE: u8 = 3;
+const EVENT_FAIL: u8 = 4;
 
-/// bcc's letters and -v words for event types; U/unknown never comes from tcpkit's programs.
+/// bcc's letters and -v words for event types, and F/fail for a failed connect (--failed); U/unknown
+/// never comes from tcpkit's programs.
 pub fn type_names(kind: u8) -> (&'static str, &'static str) {
     match kind {
         EVENT_CONNECT => ("C", "connect"),
         EVENT_ACCEPT => ("A", "accept"),
         EVENT_CLOSE => ("X", "close"),
+        EVENT_FAIL => ("F", "fail"),
         _ => ("U", "unknown"),
     }
 }
@@ -243,7 +308,7 @@ impl Format for TracerText {
     fn header(&mut self, w: &mut impl Write) -> io::Result<()> {
         writeln!(w, "Tracing TCP established connections. Ctrl-C to end.")?;
         self.times.header(w)?;
-        if self.verbose {
+        if self.columns.verbose {
             write!(w, "{:<12} ", "TYPE")?;
             uid_header(self.print_uid, w)?;
             write!(
@@ -251,25 +316,26 @@ impl Format for TracerText {
                 "{:<6} {:<16} {:<2} {:<16} {:<16} {:<6} {:<7}",
                 "PID", "COMM", "IP", "SADDR", "DADDR", "SPORT", "DPORT"
             )?;
-            if self.netns_column {
+            if self.columns.netns {
                 write!(w, "{:<8}", "NETNS")?;
             }
-            writeln!(w)
         } else {
             write!(w, "{:<2} ", "T")?;
             uid_header(self.print_uid, w)?;
-            writeln!(
+            write!(
                 w,
                 "{:<6} {:<16} {:<2} {:<16} {:<16} {:<6} {:<6}",
                 "PID", "COMM", "IP", "SADDR", "DADDR", "SPORT", "DPORT"
-            )
+            )?;
         }
+        self.tail_header(w)?;
+        writeln!(w)
     }
 
     fn event(&mut self, e: &Event, w: &mut impl Write) -> io::Result<()> {
         self.times.event(e.ts_ns, w)?;
         let (letter, word) = type_names(e.r#type);
-        if self.verbose {
+        if self.columns.verbose {
             left(w, word, 12)?;
         } else {
             left(w, letter, 2)?;
@@ -285,10 +351,11 @@ impl Format for TracerText {
             .left(ip(e.remote_addr(), true).as_str(), 16)
             .left(uint(e.sport.into()).as_str(), 6)
             .left(uint(e.dport.into()).as_str(), 6);
-        match self.netns_column {
-            true => row.left(uint(e.netns.into()).as_str(), 8).end(),
-            false => row.end(),
-        }
+        let row = match self.columns.netns {
+            true => row.left(uint(e.netns.into()).as_str(), 8),
+            false => row,
+        };
+        self.tail(row, e).end()
     }
 }
 

@@ -59,7 +59,7 @@ impl Format for Json {
         write!(
             w,
             ",\"ip\":{},\"laddr\":\"{}\",\"lport\":{},\"raddr\":\"{}\",\"rport\":{},\"netns\":{},\"mntns\":{},\
-             \"cgroup_id\":{},\"task\":\"{}\",\"backend\":\"{}\"}}",
+             \"cgroup_id\":{},\"task\":\"{}\",\"backend\":\"{}\"",
             e.ip_version(),
             e.local_addr(),
             e.sport,
@@ -71,7 +71,21 @@ impl Format for Json {
             TASK_SOURCES.get(e.task_source as usize).unwrap_or(&"unknown"),
             self.backend
         )?;
-        writeln!(w)
+        if let Some(error) = e.error_name() {
+            write!(w, ",\"error\":\"{}\",\"errno\":{}", error.as_str(), e.error)?;
+        }
+        if kind == "close" {
+            match e.end_name() {
+                Some(end) => write!(w, ",\"end\":\"{end}\"")?,
+                None => w.write_all(b",\"end\":null")?,
+            }
+            match e.duration() {
+                Some(ns) => write!(w, ",\"duration_ns\":{ns}")?,
+                None => w.write_all(b",\"duration_ns\":null")?,
+            }
+            write!(w, ",\"bytes_sent\":{},\"bytes_received\":{}", e.bytes_sent, e.bytes_received)?;
+        }
+        w.write_all(b"}\n")
     }
 
     fn lost(&mut self, count: u64, w: &mut impl Write) -> io::Result<()> {

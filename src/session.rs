@@ -22,10 +22,21 @@ pub struct Plan {
     pub attach_order: &'static [&'static str],
 }
 
-/// A generated skeleton builder, with typed access to the two things only its own types know: the
-/// rodata (to write filters) and the .bss counter of events lost on a full ring.
+/// Kernel work beyond the subcommand's default, each off unless asked for: off, its programs are not
+/// loaded and its branches are pruned by the verifier, so the default costs nothing more.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Features {
+    /// Report failed connects (tracer --failed): the connect() syscall programs, SYN_SENT -> CLOSE.
+    pub failed: bool,
+    /// How, when and with how many bytes connections end (tracer -L, and every tracer JSON close).
+    pub lifespan: bool,
+}
+
+/// A generated skeleton builder, with typed access to the things only its own types know: the rodata
+/// (to write filters and features) and the .bss counter of events lost on a full ring.
 pub trait Tool: for<'obj> SkelBuilder<'obj> + Default {
     fn rodata<'a, 'obj>(open: &'a mut <Self as SkelBuilder<'obj>>::Output) -> &'a mut dyn FilterRodata;
+    fn set_features<'obj>(open: &mut <Self as SkelBuilder<'obj>>::Output, features: Features);
     fn lost_events<'a, 'obj>(loaded: &'a Loaded<'obj, Self>) -> &'a u64;
 }
 
@@ -36,25 +47,40 @@ pub fn run<T: Tool, F: Format>(
     filter: &FilterArgs,
     run: &RunArgs,
     plan: &Plan,
+    features: Features,
     layout: impl FnOnce(Backend) -> F,
 ) -> Result<()> {
     let filters = Filters::from_args(filter)?;
     preflight::check()?;
     let pinned = filters.open_pinned_maps()?;
     kernel::set_libbpf_log(run.debug);
+    let uring = backend::uring_tracepoints();
     let mut slots = [const { MaybeUninit::uninit() }; 3];
     let (backend, (skel, _links)) = backend::load_first(run.backend, &mut slots, run.debug, |backend, slot| {
-        load::<T>(backend, slot, &filters, &pinned, plan, run.ring_size)
+        let programs = Programs { backend, features, uring };
+        load::<T>(slot, &programs, &filters, &pinned, plan, run.ring_size)
     })?;
+    if backend == Backend::Tracepoint {
+        if let Some(why) = uring.blind_spot() {
+            eprintln!("tcpkit: {why}");
+        }
+    }
     let events = map(skel.object(), "events")?;
     let lost = T::lost_events(&skel);
     let limits = ring::Limits { count: run.count, duration: run.duration };
     ring::run(&events, || kernel::read_counter(lost), &mut layout(backend), limits)
 }
 
-fn load<'obj, T: Tool>(
+/// What decides which of an object's programs load: the backend, the features, the io_uring tracepoints.
+struct Programs {
     backend: Backend,
+    features: Features,
+    uring: backend::UringTracepoints,
+}
+
+fn load<'obj, T: Tool>(
     slot: &'obj mut MaybeUninit<OpenObject>,
+    programs: &Programs,
     filters: &Filters,
     pinned: &PinnedSets,
     plan: &Plan,
@@ -64,7 +90,9 @@ fn load<'obj, T: Tool>(
     if let Some(mut events) = open.open_object_mut().maps_mut().find(|m| m.name() == "events") {
         events.set_max_entries(ring_size).context(|| "sizing the ring buffer".into())?;
     }
-    let kernel_hook = select_accept_hook(backend, open.open_object_mut());
+    let backend = programs.backend;
+    let kernel_hook = select_programs(programs, open.open_object_mut());
+    T::set_features(&mut open, programs.features);
     let rodata = T::rodata(&mut open);
     filters.write_rodata(rodata, plan.ports_either_end);
     *rodata.filters_mut().kernel_hook = kernel_hook;
@@ -77,18 +105,35 @@ fn load<'obj, T: Tool>(
     Ok((skel, links))
 }
 
-/// Loads the accept hook of `backend` (fexit or the kretprobe); the syscall-exit programs always load.
+/// Loads the accept hook of the backend (fexit or the kretprobe; the syscall-exit programs always load;
+/// with tracepoints only, the io_uring ones the kernel has), and the programs of the features asked for.
 /// Returns whether a kernel hook loads, for the `kernel_hook` rodata.
-fn select_accept_hook(backend: Backend, object: &mut OpenObject) -> bool {
+fn select_programs(programs: &Programs, object: &mut OpenObject) -> bool {
+    let Programs { backend, features, uring } = *programs;
+    let tracepoints_only = backend == Backend::Tracepoint;
     for mut prog in object.progs_mut() {
         let load = match prog.name().to_str() {
             Some("fexit_inet_csk_accept") => backend == Backend::Fentry,
             Some("kretprobe_inet_csk_accept") => backend == Backend::Kprobe,
+            Some("tp_io_uring_complete") => tracepoints_only && uring.complete,
+            Some("tp_io_uring_submit_sqe") => tracepoints_only && uring.complete && uring.submit_needed,
+            Some("tp_sys_enter_connect" | "tp_sys_exit_connect") => features.failed,
             _ => continue,
         };
         prog.set_autoload(load);
     }
-    backend != Backend::Tracepoint
+    // A map that no loaded program uses still takes kernel memory: keep it at one entry.
+    for mut map in object.maps_mut() {
+        let unused = match map.name().to_str() {
+            Some("connect_calls") => !features.failed,
+            Some("uring_accepts") => !(tracepoints_only && uring.submit_needed),
+            _ => continue,
+        };
+        if unused {
+            let _ = map.set_max_entries(1);
+        }
+    }
+    !tracepoints_only
 }
 
 fn attach(object: &Object, order: &[&str]) -> Result<Vec<Link>> {

@@ -11,13 +11,20 @@ pub mod tracer {
 
 /// Implements `session::Tool` and `filter::FilterRodata` for a skeleton module; the generated names
 /// differ only by the object's name.
+/// `$features` writes the subcommand's own rodata switches for `session::Features`.
 macro_rules! tool {
-    ($module:ident, $builder:ident, $open:ident, $loaded:ident) => {
+    ($module:ident, $builder:ident, $open:ident, $loaded:ident, $features:expr) => {
         crate::impl_filter_rodata!($module::types::rodata);
 
         impl crate::session::Tool for $module::$builder {
             fn rodata<'a, 'obj>(open: &'a mut $module::$open<'obj>) -> &'a mut dyn crate::filter::FilterRodata {
                 open.maps.rodata_data.as_deref_mut().expect("every tcpkit object has rodata")
+            }
+
+            fn set_features<'obj>(open: &mut $module::$open<'obj>, features: crate::session::Features) {
+                let rodata = open.maps.rodata_data.as_deref_mut().expect("every tcpkit object has rodata");
+                let write: fn(&mut $module::types::rodata, crate::session::Features) = $features;
+                write(rodata, features);
             }
 
             fn lost_events<'a, 'obj>(loaded: &'a $module::$loaded<'obj>) -> &'a u64 {
@@ -27,5 +34,8 @@ macro_rules! tool {
     };
 }
 
-tool!(accept, AcceptSkelBuilder, OpenAcceptSkel, AcceptSkel);
-tool!(tracer, TracerSkelBuilder, OpenTracerSkel, TracerSkel);
+tool!(accept, AcceptSkelBuilder, OpenAcceptSkel, AcceptSkel, |_, _| {});
+tool!(tracer, TracerSkelBuilder, OpenTracerSkel, TracerSkel, |rodata, features| {
+    rodata.report_failures = features.failed;
+    rodata.lifespan = features.lifespan;
+});

@@ -3,7 +3,8 @@
  * Seeing accepts, shared by `tcpkit accept` and `tcpkit tracer`. Three ways, one set loaded per backend:
  *   fentry:     fexit on inet_csk_accept
  *   kprobe:     kretprobe on inet_csk_accept
- *   tracepoint: syscalls:sys_exit_accept and sys_exit_accept4, returned fd -> socket -> sock
+ *   tracepoint: syscalls:sys_exit_accept and sys_exit_accept4, returned fd -> socket -> sock, and
+ *               io_uring:io_uring_complete for accepts made through io_uring, which make no syscall
  * The syscall-exit programs are loaded with every backend. With fexit or kretprobe they report only the
  * accepts that the kernel hook did not see: accept() calls already blocked when tcpkit attached (a
  * trampoline or return probe only catches calls that start after it) and kretprobes dropped by their
@@ -163,6 +164,77 @@ SEC("tracepoint/syscalls/sys_exit_accept")
 int tp_sys_exit_accept(struct syscall_exit_ctx *ctx)
 {
 	return on_accept_exit(ctx);
+}
+
+/*
+ * io_uring (tracepoint backend only: the kernel hooks see these accepts themselves). IORING_OP_ACCEPT
+ * completes in the submitting process (inline, from task work, or in one of its io worker threads), whose
+ * file table holds the new fd: the same walk as at a syscall's exit. Since 5.19 the completion record
+ * names the request, and so its opcode; before, io_uring_submit_sqe pairs (ring, user_data) with it.
+ */
+#define IORING_OP_ACCEPT 13
+
+struct uring_request {
+	__u64 ctx;
+	__u64 user_data;
+};
+
+/* (ring, user_data) of accepts submitted and not yet completed, on kernels whose completions name no request. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct uring_request);
+	__type(value, __u8);
+} uring_accepts SEC(".maps");
+
+SEC("tracepoint/io_uring/io_uring_submit_sqe")
+int tp_io_uring_submit_sqe(struct trace_event_raw_io_uring_submit_sqe *ctx)
+{
+	struct uring_request key = { .ctx = (__u64)BPF_CORE_READ(ctx, ctx), .user_data = BPF_CORE_READ(ctx, user_data) };
+	__u8 one = 1;
+
+	if (BPF_CORE_READ(ctx, opcode) == IORING_OP_ACCEPT)
+		bpf_map_update_elem(&uring_accepts, &key, &one, BPF_ANY);
+	return 0;
+}
+
+/* Whether a completed request was an accept into an ordinary fd (a direct descriptor is no fd). */
+static __always_inline bool uring_accept_completed(struct trace_event_raw_io_uring_complete *ctx)
+{
+	if (bpf_core_field_exists(ctx->req)) {
+		void *req = BPF_CORE_READ(ctx, req);
+
+		if (BPF_CORE_READ((struct io_kiocb *)req, opcode) != IORING_OP_ACCEPT)
+			return false;
+		/* The request begins with its command's data, struct io_accept for an accept. */
+		return !bpf_core_field_exists(((struct io_accept *)req)->file_slot) ||
+		       !BPF_CORE_READ((struct io_accept *)req, file_slot);
+	} else {
+		struct uring_request key = { .ctx = (__u64)BPF_CORE_READ(ctx, ctx), .user_data = BPF_CORE_READ(ctx, user_data) };
+
+		if (!bpf_map_lookup_elem(&uring_accepts, &key))
+			return false;
+		bpf_map_delete_elem(&uring_accepts, &key);
+		return true;
+	}
+}
+
+SEC("tracepoint/io_uring/io_uring_complete")
+int tp_io_uring_complete(struct trace_event_raw_io_uring_complete *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct sock *sk;
+	int res = 0;
+
+	if (!uring_accept_completed(ctx))
+		return 0;
+	bpf_core_read(&res, sizeof(res), &ctx->res); /* an int since 5.16, a long before: the low half either way */
+	if (res < 0 || !task_wanted(pid_tgid))
+		return 0;
+	sk = sock_of_fd(res);
+	if (sk)
+		report_accept(sk, pid_tgid, HOOK_TRACEPOINT, false);
+	return 0;
 }
 
 #endif /* __ACCEPT_BPF_H */

@@ -18,6 +18,14 @@
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 #define SOCK_STREAM 1
+#define PF_IO_WORKER 0x00000010
+
+/* errno values (asm-generic, the same on x86-64 and arm64). */
+#define EPIPE 32
+#define ECONNABORTED 103
+#define ECONNRESET 104
+#define EINPROGRESS 115
+#define ECANCELED 125
 
 const volatile __u32 targ_tgid = 0;        /* 0: any process */
 const volatile bool filter_uid = false;
@@ -146,10 +154,16 @@ static __always_inline void current_task_info(struct task_info *t, __u64 pid_tgi
 	t->tid = (__u32)pid_tgid;
 	t->uid = (__u32)bpf_get_current_uid_gid();
 	t->mntns = current_mntns();
-	if (have_task_btf())
-		__builtin_memcpy(t->comm, bpf_get_current_task_btf()->comm, sizeof(t->comm));
-	else
+	if (have_task_btf()) {
+		struct task_struct *task = bpf_get_current_task_btf();
+
+		/* An io_uring worker thread (iou-wrk-N) works for its process: name the process. */
+		if (task->flags & PF_IO_WORKER)
+			task = task->group_leader;
+		__builtin_memcpy(t->comm, task->comm, sizeof(t->comm));
+	} else {
 		bpf_get_current_comm(t->comm, sizeof(t->comm));
+	}
 }
 
 static __always_inline bool port_in_set(__u16 port)
@@ -240,17 +254,21 @@ static __always_inline __u64 ring_wakeup_flag(void)
 	return BPF_RB_NO_WAKEUP;
 }
 
-/* Reserves, fills and submits one event for sk; the caller has applied every filter already. */
-static __always_inline void submit_sock_event(const struct sock *sk, const struct sock_key *key,
-					      const struct task_info *task, __u8 task_source, __u8 type, __u8 hook,
-					      bool btf)
+/* A ring-buffer slot for one event, or NULL (counted as lost) when the ring is full. */
+static __always_inline struct event *reserve_event(void)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
-	if (!e) {
+	if (!e)
 		__sync_fetch_and_add(&lost_events, 1);
-		return;
-	}
+	return e;
+}
+
+/* Fills every field of e for sk; the close and fail fields are zero, for the caller to set. */
+static __always_inline void fill_sock_event(struct event *e, const struct sock *sk, const struct sock_key *key,
+					    const struct task_info *task, __u8 task_source, __u8 type, __u8 hook,
+					    bool btf)
+{
 	e->ts_ns = bpf_ktime_get_ns();
 	e->task = *task;
 	e->netns = key->netns;
@@ -260,6 +278,11 @@ static __always_inline void submit_sock_event(const struct sock *sk, const struc
 	e->type = type;
 	e->hook = hook;
 	e->task_source = task_source;
+	e->end = 0;
+	e->error = 0;
+	e->duration_ns = DURATION_UNKNOWN;
+	e->bytes_sent = 0;
+	e->bytes_received = 0;
 	if (key->family == AF_INET) {
 		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
@@ -273,7 +296,24 @@ static __always_inline void submit_sock_event(const struct sock *sk, const struc
 		bpf_core_read(e->saddr, sizeof(e->saddr), &sk->__sk_common.skc_v6_rcv_saddr);
 		bpf_core_read(e->daddr, sizeof(e->daddr), &sk->__sk_common.skc_v6_daddr);
 	}
+}
+
+static __always_inline void submit_event(struct event *e)
+{
 	bpf_ringbuf_submit(e, ring_wakeup_flag());
+}
+
+/* Reserves, fills and submits one event for sk; the caller has applied every filter already. */
+static __always_inline void submit_sock_event(const struct sock *sk, const struct sock_key *key,
+					      const struct task_info *task, __u8 task_source, __u8 type, __u8 hook,
+					      bool btf)
+{
+	struct event *e = reserve_event();
+
+	if (!e)
+		return;
+	fill_sock_event(e, sk, key, task, task_source, type, hook, btf);
+	submit_event(e);
 }
 
 #endif /* __FILTER_BPF_H */

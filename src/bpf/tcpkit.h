@@ -10,7 +10,20 @@ enum event_type {
 	EVENT_CONNECT = 1,
 	EVENT_ACCEPT = 2,
 	EVENT_CLOSE = 3,
+	EVENT_FAIL = 4,       /* a connect that failed (--failed) */
 };
+
+/* How a connection ended (close events, with lifespan on); 0 when not known. */
+enum end_kind {
+	END_CLOSE = 1,        /* this end closed or shut down first: its FIN went first */
+	END_PEER = 2,         /* the peer closed first; this end closed after, out of CLOSE_WAIT */
+	END_ABORT = 3,        /* this end sent a reset: SO_LINGER 0, unread data, socket destroy */
+	END_RESET = 4,        /* the peer's reset */
+	END_TIMEOUT = 5,      /* retransmission, keepalive or TCP_USER_TIMEOUT gave up */
+};
+
+/* duration_ns of a connection whose start tcpkit did not see. */
+#define DURATION_UNKNOWN (~0ULL)
 
 /* Which kind of hook produced an event: fentry/fexit, kprobe/kretprobe, or tracepoints only. */
 enum hook_kind {
@@ -48,6 +61,11 @@ struct event {
 	__u8 type;            /* enum event_type */
 	__u8 hook;            /* enum hook_kind */
 	__u8 task_source;     /* enum task_source */
+	__u8 end;             /* close events with lifespan on: enum end_kind */
+	__u16 error;          /* fail events: the errno */
+	__u64 duration_ns;    /* close events with lifespan on; DURATION_UNKNOWN */
+	__u64 bytes_sent;     /* close events with lifespan on: bytes the peer acknowledged */
+	__u64 bytes_received; /* close events with lifespan on: bytes that arrived in order */
 };
 
 #endif /* __TCPKIT_H */

@@ -15,6 +15,13 @@
  *   X  the change out of ESTABLISHED or CLOSE_WAIT into FIN_WAIT1, LAST_ACK or CLOSE: exactly once per
  *      connection. If a task holds the socket lock, that task is closing it (close(), shutdown(), exit, or
  *      socket-destroy) and is reported; otherwise the network ended it (reset, timeout) and the owner is.
+ *   F  (--failed) a connect that failed. After the SYN the network says so: SYN_SENT -> CLOSE, with the error
+ *      the kernel wrote into sk_err just before (refused, timed out, unreachable), and the owner remembered
+ *      at connect(). Before any SYN (no route, no free local port) only connect()'s return value says so:
+ *      the syscall tracepoints remember each connect() call of a TCP socket and report its error.
+ * With lifespan on (-L, or JSON), an X also says how the connection ended (from the state it left and
+ * sk_err), how long it lived (the owner's start: connect(), or the completed handshake of an accepted
+ * connection) and the bytes it carried (the kernel's own per-socket counters).
  */
 #include "filter.bpf.h"
 
@@ -22,29 +29,66 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
 #define TCP_FIN_WAIT1 4
 #define TCP_CLOSE 7
 #define TCP_CLOSE_WAIT 8
 #define TCP_LAST_ACK 9
 
+const volatile bool report_failures = false; /* --failed */
+const volatile bool lifespan = false;        /* -L or JSON: how, when and with how many bytes X ended */
+
+/* What tcpkit knows of a connection it saw begin: the value of the owners map. */
+struct owner {
+	struct task_info task;
+	__u64 start_ns;     /* connect(), or the completed handshake of an accepted connection; 0: not seen */
+	__u64 acked_base;   /* bytes_acked once established: the SYN that a connecting end's count includes */
+	bool has_task;      /* false: a handshake seen (lifespan) that no wanted task has accepted yet */
+};
+
 /*
- * Socket -> the task that connected or accepted it, for connections that pass the task filters. An entry
- * lives from connect()/accept() to the change to CLOSE; LRU, so sockets that vanish without one (and a
- * server with more open connections than entries) cost old entries, never new events.
+ * Socket -> what is known of its connection, for connections that pass the task filters. An entry lives
+ * from connect()/accept() (with lifespan on: from the completed handshake) to the change to CLOSE; LRU, so
+ * sockets that vanish without one (and a server with more open connections than entries) cost old entries,
+ * never new events.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, struct task_info);
+	__type(value, struct owner);
 } owners SEC(".maps");
+
+/* A connect() call in progress on a TCP socket (--failed): what it asked for, and what became of it. */
+struct connect_call {
+	__u64 sk;
+	__u8 daddr[16];       /* as the socket's family spells it: IPv4 in the first 4 bytes, or IPv4-mapped */
+	__u16 dport;
+	bool reached_syn_sent; /* its SYN went out: from here on the state change reports a failure */
+	bool failed_inside;    /* it reached SYN_SENT, then failed inside connect() (no free local port) */
+};
+
+/* Thread -> its connect() call in progress; an entry lives from the syscall's entry to its exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct connect_call);
+} connect_calls SEC(".maps");
 
 static __always_inline void accepted(const struct sock *sk, const struct sock_key *key,
 				     const struct task_info *task, __u8 hook, bool btf)
 {
+	struct owner owner = { .task = *task, .has_task = true };
 	__u64 id = (__u64)sk;
 
-	bpf_map_update_elem(&owners, &id, task, BPF_ANY);
+	if (lifespan) {
+		struct owner *handshake = bpf_map_lookup_elem(&owners, &id);
+
+		if (handshake)
+			owner.start_ns = handshake->start_ns;
+	}
+	bpf_map_update_elem(&owners, &id, &owner, BPF_ANY);
 	submit_sock_event(sk, key, task, TASK_CURRENT, EVENT_ACCEPT, hook, btf);
 }
 
@@ -55,31 +99,107 @@ static __always_inline bool is_plain_tcp(const struct sock *sk)
 	return sk->sk_type == SOCK_STREAM && !is_mptcp_subflow(sk);
 }
 
+/* The connect() call of the current thread, if it is on this socket. */
+static __always_inline struct connect_call *current_connect_call(const struct sock *sk)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct connect_call *call = bpf_map_lookup_elem(&connect_calls, &tid);
+
+	return call && call->sk == (__u64)sk ? call : NULL;
+}
+
 /* CLOSE -> SYN_SENT: inside connect(), in the connecting task. */
 static __always_inline void connect_started(const struct sock *sk)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct owner owner = { .has_task = true };
 	__u64 id = (__u64)sk;
-	struct task_info task;
 
 	if (!task_wanted(pid_tgid) || !is_plain_tcp(sk))
 		return;
-	current_task_info(&task, pid_tgid);
-	bpf_map_update_elem(&owners, &id, &task, BPF_ANY);
+	current_task_info(&owner.task, pid_tgid);
+	if (lifespan)
+		owner.start_ns = bpf_ktime_get_ns();
+	bpf_map_update_elem(&owners, &id, &owner, BPF_ANY);
+	if (report_failures) {
+		struct connect_call *call = current_connect_call(sk);
+
+		if (call)
+			call->reached_syn_sent = true;
+	}
+}
+
+static __always_inline __u64 bytes_acked(const struct sock *sk)
+{
+	return BPF_CORE_READ((const struct tcp_sock *)sk, bytes_acked);
 }
 
 /* SYN_SENT -> ESTABLISHED: usually in softirq, so the task is the one remembered at connect(). */
 static __always_inline void connect_established(const struct sock *sk)
 {
 	__u64 id = (__u64)sk;
-	struct task_info *owner = bpf_map_lookup_elem(&owners, &id);
+	struct owner *owner = bpf_map_lookup_elem(&owners, &id);
 	struct sock_key key = {};
 
-	if (!owner) /* filtered out, or connect() began before tcpkit started */
+	if (!owner || !owner->has_task) /* filtered out, or connect() began before tcpkit started */
 		return;
+	if (lifespan)
+		owner->acked_base = bytes_acked(sk);
 	if (!read_sock_key(sk, &key, true) || !sock_wanted(&key))
 		return;
-	submit_sock_event(sk, &key, owner, TASK_OWNER, EVENT_CONNECT, HOOK_TRACEPOINT, true);
+	submit_sock_event(sk, &key, &owner->task, TASK_OWNER, EVENT_CONNECT, HOOK_TRACEPOINT, true);
+}
+
+/* SYN_RECV -> ESTABLISHED (lifespan): an accepted connection's life starts here, before accept(). */
+static __always_inline void handshake_done(const struct sock *sk)
+{
+	struct owner owner = { .start_ns = bpf_ktime_get_ns() };
+	struct sock_key key = {};
+	__u64 id = (__u64)sk;
+
+	if (!read_sock_key(sk, &key, true) || !sock_wanted(&key))
+		return;
+	bpf_map_update_elem(&owners, &id, &owner, BPF_NOEXIST);
+}
+
+/*
+ * SYN_SENT -> CLOSE (--failed): the connect failed, or was given up. A reset, a timeout or an ICMP error
+ * writes sk_err before the change; with none, either connect() itself failed after making the socket
+ * SYN_SENT (no free local port: its syscall exit reports that, with the errno it returns) or the
+ * application closed the socket while connecting, which is reported as ECANCELED.
+ */
+static __always_inline void connect_failed(const struct sock *sk)
+{
+	struct task_info unknown = {};
+	struct sock_key key = {};
+	__u64 id = (__u64)sk;
+	struct owner *owner;
+	struct event *e;
+	int err = sk->sk_err;
+
+	if (!err) {
+		struct connect_call *call = current_connect_call(sk);
+
+		if (call) {
+			call->failed_inside = true;
+			return;
+		}
+		err = ECANCELED;
+	}
+	if (!read_sock_key(sk, &key, true) || !sock_wanted(&key))
+		return;
+	owner = bpf_map_lookup_elem(&owners, &id);
+	if ((!owner || !owner->has_task) && any_task_filter())
+		return;
+	e = reserve_event();
+	if (!e)
+		return;
+	if (owner && owner->has_task)
+		fill_sock_event(e, sk, &key, &owner->task, TASK_OWNER, EVENT_FAIL, HOOK_TRACEPOINT, true);
+	else
+		fill_sock_event(e, sk, &key, &unknown, TASK_UNKNOWN, EVENT_FAIL, HOOK_TRACEPOINT, true);
+	e->error = err;
+	submit_event(e);
 }
 
 static __always_inline bool held_by_a_task(const struct sock *sk)
@@ -87,38 +207,88 @@ static __always_inline bool held_by_a_task(const struct sock *sk)
 	return sk->sk_lock.owned;
 }
 
+/* How a connection ended, from the state it went to and the error the kernel set on the way. */
+static __always_inline __u8 end_kind(const struct sock *sk, int new)
+{
+	if (new == TCP_FIN_WAIT1)
+		return END_CLOSE;
+	if (new == TCP_LAST_ACK)
+		return END_PEER;
+	switch (sk->sk_err) { /* to CLOSE: tcp_reset, tcp_write_err and tcp_abort write it first */
+	case 0:
+	case ECONNABORTED:
+		return END_ABORT;
+	case ECONNRESET:
+	case EPIPE:
+		return END_RESET;
+	default:
+		return END_TIMEOUT;
+	}
+}
+
+/* The lifespan fields of a close event. The peer's FIN counts one in bytes_received, as the SYN does in
+ * a connecting end's bytes_acked: neither is data. */
+static __always_inline void fill_lifespan(struct event *e, const struct sock *sk, const struct owner *owner,
+					  int old, int new)
+{
+	__u64 received = BPF_CORE_READ((const struct tcp_sock *)sk, bytes_received);
+	__u64 acked = bytes_acked(sk);
+
+	e->end = end_kind(sk, new);
+	if (owner && owner->start_ns)
+		e->duration_ns = e->ts_ns - owner->start_ns;
+	if (owner && acked >= owner->acked_base)
+		acked -= owner->acked_base;
+	if (old == TCP_CLOSE_WAIT && received)
+		received--;
+	e->bytes_sent = acked;
+	e->bytes_received = received;
+}
+
 /* Out of ESTABLISHED or CLOSE_WAIT for good: the connection ends. */
-static __always_inline void connection_ended(const struct sock *sk)
+static __always_inline void connection_ended(const struct sock *sk, int old, int new)
 {
 	struct sock_key key = {};
 	struct task_info task = {};
-	struct task_info *owner;
+	struct owner *owner = NULL;
+	const struct task_info *who;
 	__u64 id = (__u64)sk;
+	__u8 source;
+	struct event *e;
 
 	if (!read_sock_key(sk, &key, true) || !sock_wanted(&key))
 		return;
+	if (lifespan || !held_by_a_task(sk))
+		owner = bpf_map_lookup_elem(&owners, &id);
 	if (held_by_a_task(sk)) {
 		__u64 pid_tgid = bpf_get_current_pid_tgid();
 
 		if (!task_wanted(pid_tgid))
 			return;
 		current_task_info(&task, pid_tgid);
-		submit_sock_event(sk, &key, &task, TASK_CURRENT, EVENT_CLOSE, HOOK_TRACEPOINT, true);
-		return;
+		who = &task;
+		source = TASK_CURRENT;
+	} else if (owner && owner->has_task) {
+		who = &owner->task;
+		source = TASK_OWNER;
+	} else {
+		/*
+		 * No owner: a connection from before tcpkit started, ended by the network. It is shown, with no
+		 * task, unless a task filter asks for tasks it cannot be matched against, or no process ever had it
+		 * (a connection that waited in a listener's queue and was never accepted has no socket).
+		 */
+		if (any_task_filter() || !sk->sk_socket)
+			return;
+		who = &task;
+		source = TASK_UNKNOWN;
 	}
-	owner = bpf_map_lookup_elem(&owners, &id);
-	if (owner) {
-		submit_sock_event(sk, &key, owner, TASK_OWNER, EVENT_CLOSE, HOOK_TRACEPOINT, true);
+	e = reserve_event();
+	if (!e)
 		return;
-	}
-	/*
-	 * No owner: a connection from before tcpkit started, ended by the network. It is shown, with no task,
-	 * unless a task filter asks for tasks it cannot be matched against, or no process ever had it (a
-	 * connection that waited in a listener's queue and was never accepted has no socket).
-	 */
-	if (any_task_filter() || !sk->sk_socket)
-		return;
-	submit_sock_event(sk, &key, &task, TASK_UNKNOWN, EVENT_CLOSE, HOOK_TRACEPOINT, true);
+	fill_sock_event(e, sk, &key, who, source, EVENT_CLOSE, HOOK_TRACEPOINT, true);
+	if (lifespan)
+		fill_lifespan(e, sk, owner, old, new);
+	submit_event(e);
 }
 
 /*
@@ -139,9 +309,117 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, int old, int new)
 		connect_started(sk);
 	else if (old == TCP_SYN_SENT && new == TCP_ESTABLISHED)
 		connect_established(sk);
-	else if ((old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT) && new != TCP_CLOSE_WAIT)
-		connection_ended(sk);
+	else if (old == TCP_SYN_SENT && new == TCP_CLOSE) {
+		if (report_failures)
+			connect_failed(sk);
+	} else if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED) {
+		if (lifespan)
+			handshake_done(sk);
+	} else if ((old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT) && new != TCP_CLOSE_WAIT)
+		connection_ended(sk, old, new);
 	if (new == TCP_CLOSE)
 		bpf_map_delete_elem(&owners, &id);
+	return 0;
+}
+
+/* --- connect() calls (--failed): failures before any SYN, which no state change shows --- */
+
+/* The address connect() was asked for, in the socket's family; false for what is not a TCP connect. */
+static __always_inline bool read_connect_target(const void *uaddr, __u16 sock_family, struct connect_call *call)
+{
+	__u16 family = 0;
+
+	bpf_probe_read_user(&family, sizeof(family), uaddr);
+	if (family == AF_INET) {
+		struct sockaddr_in sin = {};
+
+		bpf_probe_read_user(&sin, sizeof(sin), uaddr);
+		call->dport = bpf_ntohs(sin.sin_port);
+		if (sock_family == AF_INET6) { /* as the kernel keeps it on a dual-stack socket */
+			call->daddr[10] = 0xff;
+			call->daddr[11] = 0xff;
+			__builtin_memcpy(&call->daddr[12], &sin.sin_addr, 4);
+		} else {
+			__builtin_memcpy(call->daddr, &sin.sin_addr, 4);
+		}
+		return true;
+	}
+	if (family == AF_INET6) {
+		struct sockaddr_in6 sin6 = {};
+
+		bpf_probe_read_user(&sin6, sizeof(sin6), uaddr);
+		call->dport = bpf_ntohs(sin6.sin6_port);
+		if (sock_family == AF_INET6)
+			__builtin_memcpy(call->daddr, sin6.sin6_addr, 16);
+		return true;
+	}
+	return false; /* AF_UNSPEC is a disconnect, not a connect */
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int tp_sys_enter_connect(struct syscall_enter_ctx *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct connect_call call = {};
+	struct socket *sock;
+	struct sock *sk;
+
+	if (!task_wanted(pid_tgid))
+		return 0;
+	sk = sock_of_fd(ctx->args[0]);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
+		return 0;
+	/* Only a first connect: a second call on a connecting or failed socket (EALREADY, EISCONN, the error
+	 * of an attempt already reported) is no attempt of its own. */
+	sock = BPF_CORE_READ(sk, sk_socket);
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE || BPF_CORE_READ(sock, state) != SS_UNCONNECTED)
+		return 0;
+	if (is_mptcp_subflow(sk))
+		return 0;
+	if (!read_connect_target((const void *)ctx->args[1], BPF_CORE_READ(sk, __sk_common.skc_family), &call))
+		return 0;
+	call.sk = (__u64)sk;
+	bpf_map_update_elem(&connect_calls, &tid, &call, BPF_ANY);
+	return 0;
+}
+
+/* A connect() that failed before its SYN went out (or inside connect() after it): the errno it returns. */
+static __always_inline void connect_call_failed(const struct connect_call *call, int err, __u64 pid_tgid)
+{
+	const struct sock *sk = (const struct sock *)call->sk;
+	struct sock_key key = {};
+	struct task_info task;
+	struct event *e;
+
+	if (!read_sock_key(sk, &key, false))
+		return;
+	key.rport = call->dport;
+	if (!sock_wanted(&key))
+		return;
+	e = reserve_event();
+	if (!e)
+		return;
+	current_task_info(&task, pid_tgid);
+	fill_sock_event(e, sk, &key, &task, TASK_CURRENT, EVENT_FAIL, HOOK_TRACEPOINT, false);
+	__builtin_memcpy(e->daddr, call->daddr, sizeof(e->daddr));
+	e->error = err;
+	submit_event(e);
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int tp_sys_exit_connect(struct syscall_exit_ctx *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct connect_call *call = bpf_map_lookup_elem(&connect_calls, &tid);
+	long ret = ctx->ret;
+
+	if (!call)
+		return 0;
+	/* After the SYN, the state change reports the outcome (an interrupted connect goes on in the kernel). */
+	if (ret < 0 && ret != -EINPROGRESS && (!call->reached_syn_sent || call->failed_inside))
+		connect_call_failed(call, -ret, pid_tgid);
+	bpf_map_delete_elem(&connect_calls, &tid);
 	return 0;
 }

@@ -115,6 +115,7 @@ typedef struct {
 struct sock {
 	struct sock_common __sk_common;
 	socket_lock_t sk_lock;
+	int sk_err;           /* set by the kernel just before a reset or a timeout closes the socket */
 	__u16 sk_type;
 	__u16 sk_protocol;
 	struct socket *sk_socket;
@@ -128,11 +129,22 @@ struct inet_sock {
 /* MPTCP subflows are TCP sockets underneath an MPTCP one; is_mptcp exists only with CONFIG_MPTCP. */
 struct tcp_sock {
 	bool is_mptcp;
+	__u64 bytes_acked;    /* RFC 4898 tcpEStatsAppHCThruOctetsAcked: every advance of snd_una */
+	__u64 bytes_received; /* RFC 4898 tcpEStatsAppHCThruOctetsReceived: every advance of rcv_nxt */
 };
 
 struct file;
 
+typedef enum {
+	SS_FREE = 0,
+	SS_UNCONNECTED,
+	SS_CONNECTING,
+	SS_CONNECTED,
+	SS_DISCONNECTING,
+} socket_state;
+
 struct socket {
+	socket_state state;
 	struct file *file;
 	struct sock *sk;
 };
@@ -159,6 +171,8 @@ struct nsproxy {
 };
 
 struct task_struct {
+	unsigned int flags;
+	struct task_struct *group_leader;
 	int pid;
 	int tgid;
 	char comm[16];
@@ -174,7 +188,55 @@ struct proto_accept_arg {
 	bool kern;
 };
 
+/*
+ * io_uring. A request starts with its command's data (struct io_accept for an accept), then its opcode;
+ * the completion tracepoint's record names the request since 5.19, before that only its user_data, which
+ * the submission tracepoint pairs with the opcode.
+ */
+struct io_kiocb {
+	__u8 opcode;
+};
+
+struct io_accept {
+	__u32 file_slot;      /* 5.15+: nonzero when the accept makes a fixed (direct) descriptor, not an fd */
+};
+
+struct trace_entry {
+	unsigned short type;
+};
+
+struct trace_event_raw_io_uring_complete {
+	struct trace_entry ent;
+	void *ctx;
+	void *req;
+	__u64 user_data;
+	int res;
+};
+
+struct trace_event_raw_io_uring_submit_sqe {
+	struct trace_entry ent;
+	void *ctx;
+	__u8 opcode;
+	__u64 user_data;
+};
+
 #pragma clang attribute pop
+
+/* User-space socket addresses, as connect() receives them (uapi: fixed layouts). */
+struct sockaddr_in {
+	__u16 sin_family;
+	__be16 sin_port;
+	__be32 sin_addr;
+	__u8 sin_zero[8];
+};
+
+struct sockaddr_in6 {
+	__u16 sin6_family;
+	__be16 sin6_port;
+	__be32 sin6_flowinfo;
+	__u8 sin6_addr[16];
+	__u32 sin6_scope_id;
+};
 
 /*
  * Syscall tracepoints are not described by BTF (they are generated per syscall), so this layout is the
@@ -184,6 +246,13 @@ struct syscall_exit_ctx {
 	__u64 common;
 	long syscall_nr;
 	long ret;
+};
+
+/* And of every syscalls:sys_enter_* event: the arguments as six longs. */
+struct syscall_enter_ctx {
+	__u64 common;
+	long syscall_nr;
+	unsigned long args[6];
 };
 
 #endif /* __VMLINUX_H__ */
