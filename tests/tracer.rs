@@ -4,76 +4,9 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::tracer::*;
 use common::*;
 use nix::sys::signal::Signal;
-
-const PEER: &str = "tcpkit-peer";
-type LinePredicate = dyn Fn(&str) -> bool;
-
-const BANNER: &str = "Tracing TCP established connections. Ctrl-C to end.";
-
-fn start(args: &[&str]) -> Tcpkit {
-    let mut all = vec!["tracer"];
-    all.extend_from_slice(args);
-    let tcpkit = Tcpkit::start_with_header_lines(&all, 2);
-    assert!(tcpkit.header.starts_with(&format!("{BANNER}\n")), "no banner: {:?}", tcpkit.header);
-    tcpkit
-}
-
-/// bcc tcptracer's row: `%-2s %-6d %-16s %-2d %-16s %-16s %-6d %-6d`.
-#[allow(clippy::too_many_arguments)]
-fn row(kind: &str, pid: u32, comm: &str, ip: u8, saddr: &str, daddr: &str, sport: u16, dport: u16) -> String {
-    format!("{kind:<2} {pid:<6} {comm:<16} {ip:<2} {saddr:<16} {daddr:<16} {sport:<6} {dport:<6}")
-}
-
-/// A default-layout line of type `kind` for the socket with local port `sport` and remote port `dport`.
-fn event(kind: &'static str, sport: u16, dport: u16) -> impl Fn(&str) -> bool {
-    move |l: &str| {
-        col_from_end(l, 7) == kind && col_from_end(l, 1) == sport.to_string() && col_from_end(l, 0) == dport.to_string()
-    }
-}
-
-/// Any line about the socket with local port `sport` and remote port `dport`, in any layout.
-fn about(sport: u16, dport: u16) -> impl Fn(&str) -> bool {
-    move |l: &str| {
-        let cols: Vec<&str> = l.split_whitespace().collect();
-        cols.windows(2).any(|w| w[0] == sport.to_string() && w[1] == dport.to_string())
-    }
-}
-
-/// The ports of the connections a peer reported (`connected L R` / `accepted L R`), as (local, remote).
-fn reported(peer: &mut Peer, what: &str, n: usize) -> Vec<(u16, u16)> {
-    reported_within(peer, what, n, DEADLINE)
-}
-
-fn reported_within(peer: &mut Peer, what: &str, n: usize, deadline: std::time::Duration) -> Vec<(u16, u16)> {
-    let prefix = format!("{what} ");
-    while peer.lines_starting(&prefix).len() < n {
-        peer.out.find(deadline, |l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("peer: fewer than {n} {what}"));
-    }
-    peer.lines_starting(&prefix)
-        .iter()
-        .map(|l| {
-            let mut it = l[prefix.len()..].split(' ').map(|p| p.parse::<u16>().unwrap());
-            (it.next().unwrap(), it.next().unwrap())
-        })
-        .collect()
-}
-
-/// One connection from a client peer to a server peer, both ending with a plain close().
-fn one_connection(
-    server_global: &[&str],
-    server_args: &[&str],
-    client_global: &[&str],
-    addr: impl Fn(u16) -> SocketAddr,
-) -> (Peer, Peer, u16) {
-    let mut server = Peer::listen(server_global, server_args);
-    let target = addr(server.port).to_string();
-    let mut client = Peer::spawn(client_global, "connect", &["--addr", &target]);
-    let (cport, _) = reported(&mut client, "connected", 1)[0];
-    server.expect_accepted(cport);
-    (server, client, cport)
-}
 
 /// Waits for the C, A and both X lines of one connection and checks each row to the byte: C and the
 /// client's X name the client, A and the server's X the server.
@@ -340,30 +273,48 @@ fn sixty_four_threads_connecting_and_accepting_all_reported_with_their_pids() {
 
 #[test]
 fn refused_connects_leave_nothing_behind_and_a_later_connect_is_reported() {
-    // tcptracer-bpf #21: a long run of failed connects filled a map and stopped later events.
-    let server = Peer::listen(&[], &[]);
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    }; // nothing listens there any more
-    let target = v4(server.port).to_string();
-    let refused = "100000";
-    let mut client = Peer::spawn(
-        &["--wait"],
-        "connect",
-        &["--addr", &target, "--refused", refused, "--refused-addr", &closed.to_string()],
-    );
-    let mut tcpkit = start(&["-p", &client.pid.to_string()]);
-    client.go();
-    // Two seconds here; minutes in an emulated qemu guest.
-    let (cport, _) = reported_within(&mut client, "connected", 1, std::time::Duration::from_secs(900))[0];
-    let line = tcpkit.expect_line("the connect after the refused ones", event("C", cport, server.port));
-    assert_eq!(line, row("C", client.pid, PEER, 4, "127.0.0.1", "127.0.0.1", cport, server.port));
-    let owners = map_entries_of(tcpkit.pid(), "owners");
-    assert!(owners <= 2, "{refused} refused connects left {owners} entries in the owners map");
-    let all = tcpkit.stop_and_collect();
-    let connects = all.iter().filter(|l| col_from_end(l, 7) == "C").count();
-    assert_eq!(connects, 1, "refused connects printed lines: {all:#?}");
+    // tcptracer-bpf #21: a long run of failed connects filled a map and stopped later events. With --failed
+    // each of them is an F line, exactly once, and still nothing stays behind.
+    const REFUSED: usize = 100_000;
+    for failed in [false, true] {
+        let server = Peer::listen(&[], &[]);
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        }; // nothing listens there any more
+        let target = v4(server.port).to_string();
+        let mut client = Peer::spawn(
+            &["--wait"],
+            "connect",
+            &["--addr", &target, "--refused", &REFUSED.to_string(), "--refused-addr", &closed.to_string()],
+        );
+        let pid = client.pid.to_string();
+        let args = ["-p", &pid, "--failed"];
+        let mut tcpkit = start(if failed { &args[..] } else { &args[..2] });
+        client.go();
+        // Two seconds here; minutes in an emulated qemu guest.
+        let (cport, _) = reported_within(&mut client, "connected", 1, std::time::Duration::from_secs(900))[0];
+        let line = tcpkit.expect_line("the connect after the refused ones", row_of("C", cport, server.port));
+        let expected = row("C", client.pid, PEER, 4, "127.0.0.1", "127.0.0.1", cport, server.port);
+        match failed {
+            true => assert_eq!(line, format!("{expected} {:<13}", "-")),
+            false => assert_eq!(line, expected),
+        }
+        let owners = map_entries_of(tcpkit.pid(), "owners");
+        assert!(owners <= 2, "{REFUSED} refused connects left {owners} entries in the owners map");
+        if failed {
+            let calls = map_entries_of(tcpkit.pid(), "connect_calls");
+            assert_eq!(calls, 0, "{REFUSED} refused connects left {calls} connect() calls behind");
+        }
+        let all = tcpkit.stop_and_collect();
+        let connects = all.iter().filter(|l| l.starts_with("C ")).count();
+        assert_eq!(connects, 1, "refused connects printed C lines");
+        let fails = all.iter().filter(|l| l.starts_with("F ")).collect::<Vec<_>>();
+        let refused =
+            fails.iter().filter(|l| columns(l)[7] == closed.port().to_string() && l.ends_with("ECONNREFUSED "));
+        assert_eq!(refused.count(), if failed { REFUSED } else { 0 }, "F lines with --failed={failed}");
+        assert_eq!(fails.len(), if failed { REFUSED } else { 0 });
+    }
 }
 
 #[test]

@@ -1,11 +1,14 @@
 //! tcpkit-peer: the other end of tcpkit's integration tests, run as its own process so that the PID it
 //! reports differs from the test's. It says what it did on stdout, one `key value` line at a time:
 //! `pid P`, `port P`, `mntns I`, `netns I`, `ready`, then `accepted LPORT RPORT` or `connected LPORT RPORT`
-//! per connection, and `done`. Every mode is bounded by --count and ends by itself (or, with --hold or
-//! --end hold, when the test closes its stdin).
-use std::io::{self, BufRead, Write};
+//! per connection (`failed LPORT ERRNO-NAME` for a connect allowed to fail, `abandoned LPORT`), and `done`.
+//! Every mode is bounded by --count and ends by itself (or, with --hold or --end hold, when the test closes
+//! its stdin).
+mod uring;
+
+use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +40,9 @@ struct Cli {
     /// Stay alive after `done` until stdin closes
     #[arg(long)]
     hold: bool,
+    /// Set a sysctl (in the peer's network namespace, after the moves), e.g. net/ipv4/tcp_syncookies=0
+    #[arg(long, value_name = "KEY=VALUE")]
+    sysctl: Vec<String>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -59,6 +65,17 @@ enum Mode {
         /// What to do with each accepted connection
         #[arg(long, value_enum, default_value_t = End::Close)]
         end: End,
+        /// listen(2) backlog; 0 with syncookies off drops every SYN
+        #[arg(long, default_value_t = 1024)]
+        backlog: i32,
+        /// Listen only: accept nothing, until stdin closes
+        #[arg(long)]
+        no_accept: bool,
+        /// Accept through io_uring (IORING_OP_ACCEPT), not accept4()
+        #[arg(long)]
+        uring: bool,
+        #[command(flatten)]
+        exchange: Exchange,
     },
     /// Connect --count times to --addr, from --threads threads
     Connect {
@@ -76,6 +93,16 @@ enum Mode {
         refused: usize,
         #[arg(long, default_value = "127.0.0.1:1")]
         refused_addr: SocketAddr,
+        #[command(flatten)]
+        how: ConnectHow,
+        #[command(flatten)]
+        exchange: Exchange,
+    },
+    /// In a network namespace of its own: a connection to itself, then lo goes down and the connecting end
+    /// writes until TCP_USER_TIMEOUT gives up on the silent peer
+    Silent {
+        #[arg(long, default_value_t = 1000)]
+        user_timeout_ms: u32,
     },
     /// Send one UDP datagram to --addr from a connected UDP socket
     Udp {
@@ -101,6 +128,49 @@ impl Proto {
     }
 }
 
+/// How a connect is made.
+#[derive(clap::Args, Clone, Copy)]
+struct ConnectHow {
+    /// A connect may fail: report `failed LPORT ERRNO-NAME` and go on, rather than panic
+    #[arg(long)]
+    may_fail: bool,
+    /// Non-blocking connect(): EINPROGRESS, then poll for the outcome
+    #[arg(long)]
+    nonblock: bool,
+    /// Connect through io_uring (IORING_OP_CONNECT), not connect()
+    #[arg(long)]
+    uring: bool,
+    /// SYN retransmissions before ETIMEDOUT (TCP_SYNCNT); the kernel's default otherwise
+    #[arg(long)]
+    syn_retries: Option<i32>,
+    /// Non-blocking connect, then close() after this many milliseconds if it is still in progress
+    #[arg(long, value_name = "MS")]
+    abandon_ms: Option<u64>,
+}
+
+/// What a connection carries before it ends: the writer writes first, the reader reads exactly.
+#[derive(clap::Args, Clone, Copy)]
+struct Exchange {
+    /// Write this many bytes
+    #[arg(long, default_value_t = 0)]
+    send: usize,
+    /// Then read exactly this many bytes
+    #[arg(long, default_value_t = 0)]
+    recv: usize,
+    /// Then wait this many milliseconds before ending the connection
+    #[arg(long, default_value_t = 0)]
+    hold_ms: u64,
+}
+
+impl Exchange {
+    fn run(&self, stream: &mut TcpStream) {
+        stream.write_all(&vec![b'x'; self.send]).expect("writing the exchange");
+        let mut buf = vec![0u8; self.recv];
+        stream.read_exact(&mut buf).expect("reading the exchange");
+        std::thread::sleep(Duration::from_millis(self.hold_ms));
+    }
+}
+
 /// How a connection ends.
 #[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -112,6 +182,8 @@ enum End {
     Hold,
     /// Keep it open until stdin closes, then reset it
     HoldReset,
+    /// Read until the other end closes, then close(): this end closes second
+    Drain,
 }
 
 #[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -137,25 +209,38 @@ fn main() {
         nix::unistd::setgid(nix::unistd::Gid::from_raw(id)).expect("setgid needs root");
         nix::unistd::setuid(nix::unistd::Uid::from_raw(id)).expect("setuid needs root");
     }
+    for setting in &cli.sysctl {
+        let (key, value) = setting.split_once('=').expect("--sysctl KEY=VALUE");
+        std::fs::write(format!("/proc/sys/{key}"), value).unwrap_or_else(|e| panic!("sysctl {key}: {e}"));
+    }
     say(&format!("pid {}", std::process::id()));
     say(&format!("mntns {}", ns_inode("mnt")));
     say(&format!("netns {}", ns_inode("net")));
     let mut kept = Vec::new();
     match cli.mode {
-        Mode::Listen { addr, count, threads, syscall, nonblock, end } => {
-            let listener = listen(addr, cli.proto);
+        Mode::Listen { addr, count, threads, syscall, nonblock, end, backlog, no_accept, uring, exchange } => {
+            let listener = listen(addr, cli.proto, backlog);
             listener.set_nonblocking(nonblock).expect("set_nonblocking");
             say(&format!("port {}", listener.local_addr().unwrap().port()));
             ready(cli.wait);
-            kept = accept_all(listener, count, threads, syscall, nonblock, end);
+            if no_accept {
+                let _ = io::stdin().lock().lines().count();
+            } else {
+                let accept = Accept { syscall, nonblock, uring, end, exchange };
+                kept = accept_all(listener, count, threads, accept);
+            }
         }
-        Mode::Connect { addr, count, threads, end, refused, refused_addr } => {
+        Mode::Connect { addr, count, threads, end, refused, refused_addr, how, exchange } => {
             ready(cli.wait);
             for _ in 0..refused {
                 let err = connect(refused_addr, cli.proto).expect_err("a connect that should be refused");
                 assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "connect {refused_addr}: {err}");
             }
-            kept = connect_all(addr, cli.proto, count, threads, end);
+            kept = connect_all(addr, cli.proto, count, threads, end, how, exchange);
+        }
+        Mode::Silent { user_timeout_ms } => {
+            ready(cli.wait);
+            silent(user_timeout_ms);
         }
         Mode::Udp { addr } => {
             ready(cli.wait);
@@ -173,9 +258,13 @@ fn main() {
     drop(kept);
 }
 
-fn end_connection(stream: TcpStream, end: End, kept: &Mutex<Vec<TcpStream>>) {
+fn end_connection(mut stream: TcpStream, end: End, kept: &Mutex<Vec<TcpStream>>) {
     match end {
         End::Close => drop(stream),
+        End::Drain => {
+            let _ = io::copy(&mut stream, &mut io::sink());
+            drop(stream);
+        }
         End::Reset => {
             set_linger_zero(&stream);
             drop(stream);
@@ -240,7 +329,7 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len as libc::socklen_t)
 }
 
-fn listen(addr: SocketAddr, proto: Proto) -> TcpListener {
+fn listen(addr: SocketAddr, proto: Proto, backlog: i32) -> TcpListener {
     let fd = stream_socket(addr, proto).unwrap_or_else(|e| panic!("socket for {addr}: {e}"));
     // SAFETY: fd is a fresh socket we own; the TcpListener closes it.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
@@ -255,7 +344,7 @@ fn listen(addr: SocketAddr, proto: Proto) -> TcpListener {
             "bind {addr}: {}",
             io::Error::last_os_error()
         );
-        assert_eq!(libc::listen(fd, 1024), 0, "listen: {}", io::Error::last_os_error());
+        assert_eq!(libc::listen(fd, backlog), 0, "listen: {}", io::Error::last_os_error());
     }
     listener
 }
@@ -275,8 +364,73 @@ fn connect(addr: SocketAddr, proto: Proto) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// A TCP connect made as `how` says; Err carries the socket's local port (0 if it never had one).
+fn connect_as(addr: SocketAddr, how: ConnectHow) -> Result<TcpStream, (u16, io::Error)> {
+    let fd = stream_socket(addr, Proto::Tcp).map_err(|e| (0, e))?;
+    // SAFETY: fd is a fresh socket we own; the TcpStream closes it.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let local_port = |s: &TcpStream| s.local_addr().map_or(0, |a| a.port());
+    if let Some(n) = how.syn_retries {
+        setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_SYNCNT, n);
+    }
+    let (sa, len) = sockaddr(addr);
+    let sa_ptr = &sa as *const _ as *const libc::sockaddr;
+    if how.uring {
+        let mut ring = uring::Ring::new().expect("io_uring_setup");
+        return match ring.connect(fd, sa_ptr, len) {
+            Ok(()) => Ok(stream),
+            Err(e) => Err((local_port(&stream), e)),
+        };
+    }
+    let nonblock = how.nonblock || how.abandon_ms.is_some();
+    stream.set_nonblocking(nonblock).expect("set_nonblocking");
+    // SAFETY: connect on our socket with a valid address.
+    if unsafe { libc::connect(fd, sa_ptr, len) } == 0 {
+        stream.set_nonblocking(false).expect("set_nonblocking");
+        return Ok(stream);
+    }
+    let err = io::Error::last_os_error();
+    if !nonblock || err.raw_os_error() != Some(libc::EINPROGRESS) {
+        return Err((local_port(&stream), err));
+    }
+    let wait_ms = how.abandon_ms.map_or(-1, |ms| ms as i32);
+    let mut fds = [libc::pollfd { fd, events: libc::POLLOUT, revents: 0 }];
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, wait_ms) };
+    if ready == 0 {
+        let port = local_port(&stream);
+        drop(stream); // closed while in SYN_SENT
+        return Err((port, io::Error::from_raw_os_error(libc::ECANCELED)));
+    }
+    match stream.take_error() {
+        Ok(None) => {
+            stream.set_nonblocking(false).expect("set_nonblocking");
+            Ok(stream)
+        }
+        Ok(Some(e)) | Err(e) => Err((local_port(&stream), e)),
+    }
+}
+
+fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) {
+    // SAFETY: an int option on a socket we own.
+    let rc = unsafe { libc::setsockopt(fd, level, name, &value as *const i32 as *const libc::c_void, 4) };
+    assert_eq!(rc, 0, "setsockopt {level}/{name}: {}", io::Error::last_os_error());
+}
+
+fn errno_name(err: &io::Error) -> String {
+    format!("{:?}", nix::errno::Errno::from_raw(err.raw_os_error().unwrap_or(0)))
+}
+
 /// Makes `count` connections across `threads` threads; returns those kept open (--end hold).
-fn connect_all(addr: SocketAddr, proto: Proto, count: usize, threads: usize, end: End) -> Vec<TcpStream> {
+fn connect_all(
+    addr: SocketAddr,
+    proto: Proto,
+    count: usize,
+    threads: usize,
+    end: End,
+    how: ConnectHow,
+    exchange: Exchange,
+) -> Vec<TcpStream> {
     let kept = Arc::new(Mutex::new(Vec::new()));
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..threads.max(1))
@@ -284,8 +438,24 @@ fn connect_all(addr: SocketAddr, proto: Proto, count: usize, threads: usize, end
             let (kept, next) = (kept.clone(), next.clone());
             std::thread::spawn(move || {
                 while next.fetch_add(1, Ordering::SeqCst) < count {
-                    let s = connect(addr, proto).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+                    let made = match proto {
+                        Proto::Tcp => connect_as(addr, how),
+                        _ => connect(addr, proto).map_err(|e| (0, e)),
+                    };
+                    let mut s = match made {
+                        Ok(s) => s,
+                        Err((port, e)) if e.raw_os_error() == Some(libc::ECANCELED) => {
+                            say(&format!("abandoned {port}"));
+                            continue;
+                        }
+                        Err((port, e)) if how.may_fail => {
+                            say(&format!("failed {port} {}", errno_name(&e)));
+                            continue;
+                        }
+                        Err((_, e)) => panic!("connect {addr}: {e}"),
+                    };
                     say(&format!("connected {} {}", s.local_addr().unwrap().port(), addr.port()));
+                    exchange.run(&mut s);
                     end_connection(s, end, &kept);
                 }
             })
@@ -315,28 +485,41 @@ fn ns_inode(kind: &str) -> u64 {
     std::fs::metadata(format!("/proc/self/ns/{kind}")).map(|m| m.ino()).unwrap_or(0)
 }
 
-/// Accepts `count` connections across `threads` threads; a thread still blocked in accept() when the
-/// count is reached is ended by the process exit. Returns the connections kept open (--end hold).
-fn accept_all(
-    listener: TcpListener,
-    count: usize,
-    threads: usize,
+/// How each connection is accepted, and what becomes of it.
+#[derive(Clone, Copy)]
+struct Accept {
     syscall: Syscall,
     nonblock: bool,
+    uring: bool,
     end: End,
-) -> Vec<TcpStream> {
+    exchange: Exchange,
+}
+
+/// Accepts `count` connections across `threads` threads; a thread still blocked in accept() when the
+/// count is reached is ended by the process exit. Returns the connections kept open (--end hold).
+fn accept_all(listener: TcpListener, count: usize, threads: usize, how: Accept) -> Vec<TcpStream> {
     let listener = Arc::new(listener);
     let accepted = Arc::new(AtomicUsize::new(0));
     let kept = Arc::new(Mutex::new(Vec::new()));
     let (done_tx, done_rx) = mpsc::channel();
     for _ in 0..threads {
         let (listener, accepted, kept, done_tx) = (listener.clone(), accepted.clone(), kept.clone(), done_tx.clone());
+        let mut ring = how.uring.then(|| uring::Ring::new().expect("io_uring_setup"));
         std::thread::spawn(move || loop {
-            let Some(stream) = accept_one(&listener, syscall, nonblock) else { continue };
+            let stream = match ring.as_mut() {
+                Some(ring) => Some(ring.accept(listener.as_raw_fd()).map(|fd| {
+                    // SAFETY: fd was just returned by the accept and is ours alone.
+                    unsafe { TcpStream::from_raw_fd(fd) }
+                }))
+                .map(|r| r.unwrap_or_else(|e| panic!("io_uring accept: {e}"))),
+                None => accept_one(&listener, how.syscall, how.nonblock),
+            };
+            let Some(mut stream) = stream else { continue };
             // A connection the other end already ended has no peer address any more: port 0.
             let rport = stream.peer_addr().map_or(0, |a| a.port());
             say(&format!("accepted {} {rport}", stream.local_addr().unwrap().port()));
-            end_connection(stream, end, &kept);
+            how.exchange.run(&mut stream);
+            end_connection(stream, how.end, &kept);
             if accepted.fetch_add(1, Ordering::SeqCst) + 1 == count {
                 let _ = done_tx.send(());
             }
@@ -371,8 +554,29 @@ fn accept_one(listener: &TcpListener, syscall: Syscall, nonblock: bool) -> Optio
     Some(unsafe { TcpStream::from_raw_fd(fd) })
 }
 
+/// A connecting end whose peer goes silent: a connection to itself, then lo goes down (packets on it are
+/// dropped from then on) and the connecting end writes until TCP_USER_TIMEOUT ends the connection.
+fn silent(user_timeout_ms: u32) {
+    let listener = listen("127.0.0.1:0".parse().unwrap(), Proto::Tcp, 16);
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect to itself");
+    let (server, _) = listener.accept().expect("accept");
+    setsockopt_int(client.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, user_timeout_ms as i32);
+    let lport = client.local_addr().unwrap().port();
+    say(&format!("connected {lport} {}", listener.local_addr().unwrap().port()));
+    set_loopback(false).expect("bringing lo down");
+    client.write_all(b"into the void").expect("write");
+    let mut buf = [0u8; 16];
+    let err = client.read(&mut buf).expect_err("a read on a connection whose peer went silent");
+    say(&format!("ended {lport} {}", errno_name(&err)));
+    let _ = server.into_raw_fd(); // its end stays open until the process exits
+}
+
 /// A new network namespace starts with lo down; `ip link set lo up` without needing iproute2.
 fn loopback_up() -> io::Result<()> {
+    set_loopback(true)
+}
+
+fn set_loopback(up: bool) -> io::Result<()> {
     // SAFETY: ioctls on a socket we own with a zeroed, NUL-terminated ifreq.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
@@ -384,7 +588,11 @@ fn loopback_up() -> io::Result<()> {
         let rc = if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
             -1
         } else {
-            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if up {
+                ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            } else {
+                ifr.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short);
+            }
             libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr)
         };
         let err = io::Error::last_os_error();
