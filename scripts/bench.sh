@@ -3,20 +3,24 @@
 # and bpftrace (the reference peer), interleaved; every event printed or not; start-up; peak RSS; CPU per
 # event; scaling with client threads and ring size. Prints a table, writes target/bench/results.json.
 #
-#   scripts/bench.sh [--with-bpftrace] [-- benchmark options]    e.g. -- --connections 40000 --rounds 5
+#   scripts/bench.sh [--with-bpftrace] [--baseline REV] [-- benchmark options]    e.g. -- --rounds 5
 #
 # --with-bpftrace installs bpftrace with apt when missing; without it, a missing bpftrace skips its row.
+# --baseline REV builds that git revision (in target/bench/baseline, a worktree) and measures its accept and
+# tracer in the same run, interleaved with the rest: before/after a change as same-run ratios.
 # `scripts/bench.sh -- --help` lists the benchmark's options. Run it on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 all_args=("$@")
 with_bpftrace=0
+baseline=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --with-bpftrace) with_bpftrace=1; shift ;;
+    --baseline) baseline=${2:?--baseline needs a git revision}; shift 2 ;;
     --) shift; break ;;
-    *) echo "bench: unknown option $1 (usage: scripts/bench.sh [--with-bpftrace] [-- benchmark options])" >&2; exit 2 ;;
+    *) echo "bench: unknown option $1 (usage: scripts/bench.sh [--with-bpftrace] [--baseline REV] [-- benchmark options])" >&2; exit 2 ;;
   esac
 done
 
@@ -31,4 +35,13 @@ if [ "$with_bpftrace" = 1 ] && ! command -v bpftrace >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends bpftrace
 fi
 cargo build --release --bin tcpkit
-exec cargo bench --bench overhead -- "$@"
+extra=()
+if [ -n "$baseline" ]; then
+  dir=target/bench/baseline
+  rev=$(git rev-parse --verify "$baseline^{commit}") || { echo "bench: no such revision: $baseline" >&2; exit 2; }
+  if [ -d "$dir" ]; then git -C "$dir" checkout -q --detach "$rev"; else git worktree add -q --detach "$dir" "$rev"; fi
+  echo "bench: building the baseline $(git rev-parse --short "$rev") in $dir"
+  (cd "$dir" && cargo build -q --release --bin tcpkit --target-dir "$PWD/../baseline-target")
+  extra=(--baseline "$PWD/target/bench/baseline-target/release/tcpkit")
+fi
+exec cargo bench --bench overhead -- "${extra[@]}" "$@"

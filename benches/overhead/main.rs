@@ -75,6 +75,10 @@ struct Options {
     /// The tcpkit binary
     #[arg(long, default_value = env!("CARGO_BIN_EXE_tcpkit"))]
     tcpkit: PathBuf,
+    /// An earlier tcpkit build, whose accept and tracer get rows of their own in the same run (before/after
+    /// a change, as same-run ratios)
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored
     #[arg(long, hide = true)]
     bench: bool,

@@ -81,8 +81,14 @@ pub(crate) struct Comparison {
 }
 
 pub(crate) fn compare(bench: &mut Bench, options: &Options) -> io::Result<Comparison> {
-    let mut watchers =
-        vec![Watcher::Tcpkit { sub: Sub::Accept, ring: None }, Watcher::Tcpkit { sub: Sub::Tracer, ring: None }];
+    let mut watchers = vec![
+        Watcher::Tcpkit { sub: Sub::Accept, ring: None },
+        Watcher::Tcpkit { sub: Sub::Tracer, ring: None },
+        Watcher::Tcpkit { sub: Sub::TracerFailedLifespan, ring: None },
+    ];
+    if bench.baseline.is_some() {
+        watchers.extend([Watcher::Baseline(Sub::Accept), Watcher::Baseline(Sub::Tracer)]);
+    }
     let bpftrace = find_in_path("bpftrace");
     if let Some(path) = &bpftrace {
         watchers.push(Watcher::Bpftrace(path.clone()));

@@ -285,7 +285,7 @@ impl Report<'_> {
 
     fn tcpkit_rows(&self) -> Vec<(Sub, Summary)> {
         let rows = &self.comparison.rows;
-        [Sub::Accept, Sub::Tracer]
+        [Sub::Accept, Sub::Tracer, Sub::TracerFailedLifespan]
             .into_iter()
             .filter_map(|sub| {
                 let label = Watcher::Tcpkit { sub, ring: None }.label();

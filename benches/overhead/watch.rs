@@ -28,6 +28,9 @@ tracepoint:sock:inet_sock_set_state { printf("E %d %s %d %d\n", pid, comm, args-
 pub(crate) enum Sub {
     Accept,
     Tracer,
+    /// `tcpkit tracer --failed -L`: the same events, with the failure programs loaded and every close
+    /// carrying how it ended, its lifespan and bytes (issue 12's cost).
+    TracerFailedLifespan,
 }
 
 impl Sub {
@@ -35,14 +38,20 @@ impl Sub {
         match self {
             Sub::Accept => "accept",
             Sub::Tracer => "tracer",
+            Sub::TracerFailedLifespan => "tracer --failed -L",
         }
+    }
+
+    /// The subcommand and its flags, as tcpkit takes them.
+    fn args(self) -> impl Iterator<Item = &'static str> {
+        self.name().split(' ')
     }
 
     /// Lines before the first event: accept prints a header, tracer a banner and a header.
     pub(crate) fn header_lines(self) -> u64 {
         match self {
             Sub::Accept => 1,
-            Sub::Tracer => 2,
+            Sub::Tracer | Sub::TracerFailedLifespan => 2,
         }
     }
 
@@ -52,7 +61,7 @@ impl Sub {
     fn expected_events(self, load: &LoadResult) -> u64 {
         match self {
             Sub::Accept => load.accepted,
-            Sub::Tracer => 2 * load.connected + 2 * load.accepted,
+            Sub::Tracer | Sub::TracerFailedLifespan => 2 * load.connected + 2 * load.accepted,
         }
     }
 }
@@ -60,7 +69,12 @@ impl Sub {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Watcher {
     Untraced,
-    Tcpkit { sub: Sub, ring: Option<&'static str> },
+    Tcpkit {
+        sub: Sub,
+        ring: Option<&'static str>,
+    },
+    /// The same subcommand from the --baseline binary: an earlier build, measured in the same run.
+    Baseline(Sub),
     Bpftrace(PathBuf),
 }
 
@@ -70,6 +84,7 @@ impl Watcher {
             Watcher::Untraced => "untraced".into(),
             Watcher::Tcpkit { sub, ring: None } => format!("tcpkit {}", sub.name()),
             Watcher::Tcpkit { sub, ring: Some(ring) } => format!("tcpkit {} --ring-size {ring}", sub.name()),
+            Watcher::Baseline(sub) => format!("tcpkit {} (baseline build)", sub.name()),
             Watcher::Bpftrace(_) => "bpftrace".into(),
         }
     }
@@ -173,6 +188,7 @@ pub(crate) struct Run {
 /// Where everything runs from, and the numbering of output files.
 pub(crate) struct Bench {
     pub(crate) tcpkit: PathBuf,
+    pub(crate) baseline: Option<PathBuf>,
     pub(crate) dir: PathBuf,
     connections: u64,
     time_limit: Duration,
@@ -189,6 +205,7 @@ impl Bench {
         fs::create_dir_all(&dir)?;
         Ok(Bench {
             tcpkit: options.tcpkit.clone(),
+            baseline: options.baseline.clone(),
             dir,
             connections: options.connections,
             time_limit: Duration::from_secs(options.time_limit),
@@ -203,8 +220,12 @@ impl Bench {
     }
 
     pub(crate) fn tcpkit_command(&self, sub: Sub, ring: Option<&str>) -> Command {
-        let mut command = Command::new(&self.tcpkit);
-        command.arg(sub.name()).arg("-p").arg(std::process::id().to_string()).stdin(Stdio::null());
+        Self::command_of(&self.tcpkit, sub, ring)
+    }
+
+    fn command_of(binary: &Path, sub: Sub, ring: Option<&str>) -> Command {
+        let mut command = Command::new(binary);
+        command.args(sub.args()).arg("-p").arg(std::process::id().to_string()).stdin(Stdio::null());
         if let Some(ring) = ring {
             command.args(["--ring-size", ring]);
         }
@@ -227,6 +248,10 @@ impl Bench {
             Watcher::Tcpkit { sub, ring } => {
                 Some(self.start(self.tcpkit_command(*sub, *ring), &name, OutputKind::Tcpkit(*sub))?)
             }
+            Watcher::Baseline(sub) => {
+                let binary = self.baseline.as_deref().expect("a baseline row only with --baseline");
+                Some(self.start(Self::command_of(binary, *sub, None), &name, OutputKind::Tcpkit(*sub))?)
+            }
             Watcher::Bpftrace(path) => {
                 let mut command = Command::new(path);
                 command.args(["-e", BPFTRACE_PROGRAM]).stdin(Stdio::null());
@@ -239,7 +264,9 @@ impl Bench {
         let background = background_share(&before, &other_processes_cpu(&exclude), result.wall);
         let traced = match (session, watcher) {
             (None, _) => None,
-            (Some(session), Watcher::Tcpkit { sub, .. }) => Some(session.finish(Some(sub.expected_events(&result)))?),
+            (Some(session), Watcher::Tcpkit { sub, .. } | Watcher::Baseline(sub)) => {
+                Some(session.finish(Some(sub.expected_events(&result)))?)
+            }
             (Some(session), _) => Some(session.finish(None)?),
         };
         let run = Run { label: watcher.label(), threads: load.threads, load: result, traced, background };

@@ -148,13 +148,14 @@ struct ConnectHow {
     abandon_ms: Option<u64>,
 }
 
-/// What a connection carries before it ends: the writer writes first, the reader reads exactly.
+/// What a connection carries before it ends, as a request and its response: the connecting end writes
+/// its bytes and then reads, the accepting end reads and then writes (its reply acknowledges the request).
 #[derive(clap::Args, Clone, Copy)]
 struct Exchange {
     /// Write this many bytes
     #[arg(long, default_value_t = 0)]
     send: usize,
-    /// Then read exactly this many bytes
+    /// Read exactly this many bytes
     #[arg(long, default_value_t = 0)]
     recv: usize,
     /// Then wait this many milliseconds before ending the connection
@@ -163,10 +164,15 @@ struct Exchange {
 }
 
 impl Exchange {
-    fn run(&self, stream: &mut TcpStream) {
-        stream.write_all(&vec![b'x'; self.send]).expect("writing the exchange");
+    fn run(&self, stream: &mut TcpStream, reads_first: bool) {
         let mut buf = vec![0u8; self.recv];
-        stream.read_exact(&mut buf).expect("reading the exchange");
+        if reads_first {
+            stream.read_exact(&mut buf).expect("reading the exchange");
+        }
+        stream.write_all(&vec![b'x'; self.send]).expect("writing the exchange");
+        if !reads_first {
+            stream.read_exact(&mut buf).expect("reading the exchange");
+        }
         std::thread::sleep(Duration::from_millis(self.hold_ms));
     }
 }
@@ -455,7 +461,7 @@ fn connect_all(
                         Err((_, e)) => panic!("connect {addr}: {e}"),
                     };
                     say(&format!("connected {} {}", s.local_addr().unwrap().port(), addr.port()));
-                    exchange.run(&mut s);
+                    exchange.run(&mut s, false);
                     end_connection(s, end, &kept);
                 }
             })
@@ -518,7 +524,7 @@ fn accept_all(listener: TcpListener, count: usize, threads: usize, how: Accept) 
             // A connection the other end already ended has no peer address any more: port 0.
             let rport = stream.peer_addr().map_or(0, |a| a.port());
             say(&format!("accepted {} {rport}", stream.local_addr().unwrap().port()));
-            how.exchange.run(&mut stream);
+            how.exchange.run(&mut stream, true);
             end_connection(stream, how.end, &kept);
             if accepted.fetch_add(1, Ordering::SeqCst) + 1 == count {
                 let _ = done_tx.send(());
