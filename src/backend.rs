@@ -104,6 +104,8 @@ pub struct UringTracepoints {
     pub submit_needed: bool,
     /// io_uring:io_uring_submit_sqe exists.
     pub submit: bool,
+    /// io_uring:io_uring_task_add exists (5.8+): pairs accepts submitted before tcpkit started.
+    pub task_add: bool,
 }
 
 impl UringTracepoints {
@@ -132,6 +134,7 @@ pub fn uring_tracepoints() -> UringTracepoints {
         complete: complete.is_some(),
         submit_needed: complete.is_some_and(|f| !f.contains(" req;")),
         submit: dir.join("io_uring_submit_sqe").is_dir(),
+        task_add: dir.join("io_uring_task_add").is_dir(),
     }
 }
 

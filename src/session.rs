@@ -116,7 +116,8 @@ fn select_programs(programs: &Programs, object: &mut OpenObject) -> bool {
             Some("fexit_inet_csk_accept") => backend == Backend::Fentry,
             Some("kretprobe_inet_csk_accept") => backend == Backend::Kprobe,
             Some("tp_io_uring_complete") => tracepoints_only && uring.complete,
-            Some("tp_io_uring_submit_sqe") => tracepoints_only && uring.complete && uring.submit_needed,
+            Some("tp_io_uring_submit_sqe") => tracepoints_only && uring.submit_needed && uring.submit,
+            Some("tp_io_uring_task_add") => tracepoints_only && uring.submit_needed && uring.task_add,
             Some("tp_sys_enter_connect" | "tp_sys_exit_connect") => features.failed,
             _ => continue,
         };

@@ -14,6 +14,7 @@ const PLAN: Plan = Plan {
         "tp_sys_exit_accept4",
         "tp_sys_exit_accept",
         "tp_io_uring_submit_sqe",
+        "tp_io_uring_task_add",
         "tp_io_uring_complete",
         "fexit_inet_csk_accept",
         "kretprobe_inet_csk_accept",

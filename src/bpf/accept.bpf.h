@@ -170,7 +170,8 @@ int tp_sys_exit_accept(struct syscall_exit_ctx *ctx)
  * io_uring (tracepoint backend only: the kernel hooks see these accepts themselves). IORING_OP_ACCEPT
  * completes in the submitting process (inline, from task work, or in one of its io worker threads), whose
  * file table holds the new fd: the same walk as at a syscall's exit. Since 5.19 the completion record
- * names the request, and so its opcode; before, io_uring_submit_sqe pairs (ring, user_data) with it.
+ * names the request, and so its opcode; before, io_uring_submit_sqe and io_uring_task_add (a request woken
+ * to run again) pair (ring, user_data) with it.
  */
 #define IORING_OP_ACCEPT 13
 
@@ -187,14 +188,30 @@ struct {
 	__type(value, __u8);
 } uring_accepts SEC(".maps");
 
+static __always_inline void remember_uring_accept(void *ring, __u8 opcode, __u64 user_data)
+{
+	struct uring_request key = { .ctx = (__u64)ring, .user_data = user_data };
+	__u8 one = 1;
+
+	if (opcode == IORING_OP_ACCEPT)
+		bpf_map_update_elem(&uring_accepts, &key, &one, BPF_ANY);
+}
+
 SEC("tracepoint/io_uring/io_uring_submit_sqe")
 int tp_io_uring_submit_sqe(struct trace_event_raw_io_uring_submit_sqe *ctx)
 {
-	struct uring_request key = { .ctx = (__u64)BPF_CORE_READ(ctx, ctx), .user_data = BPF_CORE_READ(ctx, user_data) };
-	__u8 one = 1;
+	remember_uring_accept(BPF_CORE_READ(ctx, ctx), BPF_CORE_READ(ctx, opcode), BPF_CORE_READ(ctx, user_data));
+	return 0;
+}
 
-	if (BPF_CORE_READ(ctx, opcode) == IORING_OP_ACCEPT)
-		bpf_map_update_elem(&uring_accepts, &key, &one, BPF_ANY);
+/*
+ * A request woken to run again (an accept whose listener got a connection) passes here: this also pairs
+ * an accept submitted before tcpkit started, whose submission it never saw.
+ */
+SEC("tracepoint/io_uring/io_uring_task_add")
+int tp_io_uring_task_add(struct trace_event_raw_io_uring_task_add *ctx)
+{
+	remember_uring_accept(BPF_CORE_READ(ctx, ctx), BPF_CORE_READ(ctx, opcode), BPF_CORE_READ(ctx, user_data));
 	return 0;
 }
 

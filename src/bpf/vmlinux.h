@@ -220,6 +220,13 @@ struct trace_event_raw_io_uring_submit_sqe {
 	__u64 user_data;
 };
 
+struct trace_event_raw_io_uring_task_add {
+	struct trace_entry ent;
+	void *ctx;
+	__u8 opcode;
+	__u64 user_data;
+};
+
 #pragma clang attribute pop
 
 /* User-space socket addresses, as connect() receives them (uapi: fixed layouts). */
