@@ -13,7 +13,12 @@ unsafe impl plain::Plain for Event {}
 
 pub const AF_INET: u16 = 2;
 const TASK_UNKNOWN: u8 = 3;
-const EVENT_FAIL: u8 = 4;
+
+/// Event types (src/bpf/tcpkit.h, enum event_type).
+pub const EVENT_CONNECT: u8 = 1;
+pub const EVENT_ACCEPT: u8 = 2;
+pub const EVENT_CLOSE: u8 = 3;
+pub const EVENT_FAIL: u8 = 4;
 const DURATION_UNKNOWN: u64 = u64::MAX;
 
 /// How a connection ended (src/bpf/tcpkit.h, enum end_kind), by its value.

@@ -6,7 +6,7 @@ use nix::time::{clock_gettime, ClockId};
 
 use crate::cli::OutputArgs;
 use crate::columns::{ip, left, uint, Row, StackText};
-use crate::event::Event;
+use crate::event::{Event, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_FAIL};
 
 /// A layout: the lines printed once before events, then one row per event.
 pub trait Format {
@@ -278,11 +278,6 @@ impl Format for Layout {
         }
     }
 }
-
-const EVENT_CONNECT: u8 = 1;
-const EVENT_ACCEPT: u8 = 2;
-const EVENT_CLOSE: u8 = 3;
-const EVENT_FAIL: u8 = 4;
 
 /// bcc's letters and -v words for event types, and F/fail for a failed connect (--failed); U/unknown
 /// never comes from tcpkit's programs.

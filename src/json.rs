@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use chrono::{Local, TimeZone};
 
-use crate::event::Event;
+use crate::event::{Event, EVENT_CLOSE};
 use crate::format::{type_names, Clock, Format};
 
 pub struct Json {
@@ -74,7 +74,7 @@ impl Format for Json {
         if let Some(error) = e.error_name() {
             write!(w, ",\"error\":\"{}\",\"errno\":{}", error.as_str(), e.error)?;
         }
-        if kind == "close" {
+        if e.r#type == EVENT_CLOSE {
             match e.end_name() {
                 Some(end) => write!(w, ",\"end\":\"{end}\"")?,
                 None => w.write_all(b",\"end\":null")?,
