@@ -101,9 +101,10 @@ impl Report<'_> {
     }
 
     fn comparison_table(&self) -> String {
+        let width = self.comparison.rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0).max(18);
         let row = |cells: [&str; 12]| {
             format!(
-                "{:<18} {:>8} {:>8} {:>11} {:>9} {:>9} {:>6}  {:<14} {:>6} {:>6} {:>6} {:>8}\n",
+                "{:<width$} {:>8} {:>8} {:>11} {:>9} {:>9} {:>6}  {:<14} {:>6} {:>6} {:>6} {:>8}\n",
                 cells[0],
                 cells[1],
                 cells[2],
