@@ -45,16 +45,24 @@ fn refused_connect_is_one_f_line_with_the_connecting_peer_and_both_ends() {
             "{BANNER}\nT  PID    COMM             IP SADDR            DADDR            SPORT  DPORT  ERROR        "
         )
     );
-    for (any, ip, addr) in [("127.0.0.1:0", 4, "127.0.0.1"), ("[::1]:0", 6, "[::1]")] {
+    // IPv4, IPv6, and an IPv6 socket connecting to an IPv4-mapped address (tcp_v6_connect hands it on to
+    // tcp_v4_connect), each blocking and not.
+    let mapped = |port: u16| format!("[::ffff:127.0.0.1]:{port}");
+    let cases: [(&str, fn(u16) -> String, u8, &str); 3] = [
+        ("127.0.0.1:0", |p| v4(p).to_string(), 4, "127.0.0.1"),
+        ("[::1]:0", |p| v6(p).to_string(), 6, "[::1]"),
+        ("127.0.0.1:0", mapped, 6, "[::ffff:127.0.0.1]"),
+    ];
+    for (any, target_of, ip, addr) in cases {
         for how in [&[][..], &["--nonblock"][..]] {
-            let target = closed_port(any);
-            let addr_arg = target.to_string();
-            let args = [&["--addr", &addr_arg, "--may-fail"][..], how].concat();
+            let port = closed_port(any).port();
+            let target = target_of(port);
+            let args = [&["--addr", &target, "--may-fail"][..], how].concat();
             let mut client = Peer::spawn(&[], "connect", &args);
             let (lport, error) = failures(&mut client, 1).remove(0);
-            assert_eq!(error, "ECONNREFUSED", "{how:?}");
-            let line = tcpkit.expect_line("the refused connect", row_of("F", lport, target.port()));
-            assert_eq!(line, fail_row(client.pid, ip, addr, addr, lport, target.port(), "ECONNREFUSED"), "{how:?}");
+            assert_eq!(error, "ECONNREFUSED", "{target} {how:?}");
+            let line = tcpkit.expect_line("the refused connect", row_of("F", lport, port));
+            assert_eq!(line, fail_row(client.pid, ip, addr, addr, lport, port, "ECONNREFUSED"), "{target} {how:?}");
         }
     }
     // Other rows show `-` there: a good connection's C.
