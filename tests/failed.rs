@@ -36,6 +36,9 @@ fn closed_port(any: &str) -> std::net::SocketAddr {
     std::net::TcpListener::bind(any).unwrap().local_addr().unwrap()
 }
 
+/// Where nothing listens (bound to find a free port), how to address it, the IP column, the addresses shown.
+type RefusedCase = (&'static str, fn(u16) -> String, u8, &'static str);
+
 #[test]
 fn refused_connect_is_one_f_line_with_the_connecting_peer_and_both_ends() {
     let mut tcpkit = start_failed(&[]);
@@ -48,7 +51,7 @@ fn refused_connect_is_one_f_line_with_the_connecting_peer_and_both_ends() {
     // IPv4, IPv6, and an IPv6 socket connecting to an IPv4-mapped address (tcp_v6_connect hands it on to
     // tcp_v4_connect), each blocking and not.
     let mapped = |port: u16| format!("[::ffff:127.0.0.1]:{port}");
-    let cases: [(&str, fn(u16) -> String, u8, &str); 3] = [
+    let cases: [RefusedCase; 3] = [
         ("127.0.0.1:0", |p| v4(p).to_string(), 4, "127.0.0.1"),
         ("[::1]:0", |p| v6(p).to_string(), 6, "[::1]"),
         ("127.0.0.1:0", mapped, 6, "[::ffff:127.0.0.1]"),
