@@ -91,6 +91,7 @@ fn abort_on_this_end_and_reset_on_the_other() {
     let (aborted, reset) = (ending(&lines[0]), ending(&lines[1]));
     assert_eq!((aborted.end.as_str(), aborted.rx), ("abort", 10), "{:?}", lines[0]);
     assert_eq!((reset.end.as_str(), reset.tx), ("reset", 10), "{:?}", lines[1]);
+    assert!(lines[0].starts_with(&row("X", server.pid, PEER, 4, "127.0.0.1", "127.0.0.1", sport, cport)));
     assert!(lines[1].starts_with(&row("X", client.pid, PEER, 4, "127.0.0.1", "127.0.0.1", cport, sport)));
     client.release();
 }
