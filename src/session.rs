@@ -18,9 +18,23 @@ use crate::{kernel, preflight, ring};
 pub struct Plan {
     /// -P matches the remote port too (tracer: either end), not only the local one (accept).
     pub ports_either_end: bool,
-    /// Programs by name, in the order to attach them; those not loaded with the chosen backend are skipped.
-    pub attach_order: &'static [&'static str],
+    /// The subcommand's own programs by name, to attach before and after the accept hooks that every
+    /// object has (ACCEPT_HOOKS); programs not loaded with the chosen backend and features are skipped.
+    pub attach_first: &'static [&'static str],
+    pub attach_last: &'static [&'static str],
 }
+
+/// accept.bpf.h's programs, in the order to attach them: the syscall exits (and io_uring completions)
+/// first, the kernel hook second, so that an accept returning between two attachments is still seen once.
+const ACCEPT_HOOKS: &[&str] = &[
+    "tp_sys_exit_accept4",
+    "tp_sys_exit_accept",
+    "tp_io_uring_submit_sqe",
+    "tp_io_uring_task_add",
+    "tp_io_uring_complete",
+    "fexit_inet_csk_accept",
+    "kretprobe_inet_csk_accept",
+];
 
 /// Kernel work beyond the subcommand's default, each off unless asked for: off, its programs are not
 /// loaded and its branches are pruned by the verifier, so the default costs nothing more.
@@ -101,7 +115,8 @@ fn load<'obj, T: Tool>(
     let skel = open.load().context(|| format!("loading the {backend} programs"))?;
     let object = skel.object();
     pinned.fill_holders(&map(object, "cgroup_set")?, &map(object, "mntns_set")?, &map(object, "cgroup_dir")?)?;
-    let links = attach(skel.object(), plan.attach_order)?;
+    let order = plan.attach_first.iter().chain(ACCEPT_HOOKS).chain(plan.attach_last);
+    let links = attach(skel.object(), order)?;
     Ok((skel, links))
 }
 
@@ -137,7 +152,7 @@ fn select_programs(programs: &Programs, object: &mut OpenObject) -> bool {
     !tracepoints_only
 }
 
-fn attach(object: &Object, order: &[&str]) -> Result<Vec<Link>> {
+fn attach<'a>(object: &Object, order: impl Iterator<Item = &'a &'static str>) -> Result<Vec<Link>> {
     let mut links = Vec::new();
     for name in order {
         let prog = object

@@ -9,18 +9,8 @@ use crate::skel::tracer::TracerSkelBuilder;
 const PLAN: Plan = Plan {
     ports_either_end: true,
     // State changes first: an accept reported before them would have no owner for its close.
-    attach_order: &[
-        "inet_sock_set_state",
-        "tp_sys_exit_accept4",
-        "tp_sys_exit_accept",
-        "tp_io_uring_submit_sqe",
-        "tp_io_uring_task_add",
-        "tp_io_uring_complete",
-        "fexit_inet_csk_accept",
-        "kretprobe_inet_csk_accept",
-        "tp_sys_exit_connect",
-        "tp_sys_enter_connect",
-    ],
+    attach_first: &["inet_sock_set_state"],
+    attach_last: &["tp_sys_exit_connect", "tp_sys_enter_connect"],
 };
 
 pub fn run(args: &TracerArgs) -> Result<()> {
