@@ -6,9 +6,11 @@ use chrono::{Local, TimeZone};
 
 use crate::event::{Event, EVENT_CLOSE};
 use crate::format::{type_names, Clock, Format};
+use crate::identity::CgroupCache;
 
 pub struct Json {
     clock: Clock,
+    cgroups: CgroupCache,
     backend: &'static str,
     cached_sec: i64,
     /// "YYYY-MM-DDTHH:MM:SS" and "+HH:MM" of `cached_sec`, local time.
@@ -22,6 +24,7 @@ impl Json {
     pub fn new(backend: &'static str) -> Self {
         Json {
             clock: Clock::new(),
+            cgroups: CgroupCache::new(),
             backend,
             cached_sec: i64::MIN,
             cached_date: String::new(),
@@ -41,6 +44,28 @@ impl Json {
             }
         }
         write!(w, "\"time\":\"{}.{nanos:09}{}\",\"time_ns\":{wall_ns}", self.cached_date, self.cached_offset)
+    }
+}
+
+impl Json {
+    /// `"cgroup":…,"container_id":…,"container_runtime":…,"pod_uid":…,"unit":…`, each null when unknown.
+    fn write_identity(&mut self, cgroup_id: u64, w: &mut impl Write) -> io::Result<()> {
+        let id = self.cgroups.lookup(cgroup_id);
+        let fields: [(&str, Option<&str>); 5] = [
+            ("cgroup", id.map(|i| i.cgroup.as_str())),
+            ("container_id", id.and_then(|i| i.container_id.as_deref())),
+            ("container_runtime", id.and_then(|i| i.container_runtime)),
+            ("pod_uid", id.and_then(|i| i.pod_uid.as_deref())),
+            ("unit", id.and_then(|i| i.unit.as_deref())),
+        ];
+        for (name, value) in fields {
+            write!(w, ",\"{name}\":")?;
+            match value {
+                Some(v) => write_json_string(v, w)?,
+                None => w.write_all(b"null")?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -71,6 +96,7 @@ impl Format for Json {
             TASK_SOURCES.get(e.task_source as usize).unwrap_or(&"unknown"),
             self.backend
         )?;
+        self.write_identity(t.cgroup_id, w)?;
         if let Some(error) = e.error_name() {
             write!(w, ",\"error\":\"{}\",\"errno\":{}", error.as_str(), e.error)?;
         }

@@ -12,6 +12,7 @@ mod error;
 mod event;
 mod filter;
 mod format;
+mod identity;
 mod json;
 mod kernel;
 mod output;

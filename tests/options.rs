@@ -184,3 +184,64 @@ fn bad_values_of_the_new_flags_are_usage_errors() {
     assert_usage_error(&["accept", "--cgroup", "/nonexistent-cgroup"], "--cgroup /nonexistent-cgroup");
     assert_usage_error(&["tracer", "--cgroup", "/tmp"], "not a cgroup v2 directory");
 }
+
+#[test]
+fn json_names_the_container_pod_and_unit_from_the_cgroup_path() {
+    // Real cgroups named as docker, containerd under kubelet, podman and systemd name them, each with a
+    // real listening peer moved into it: the accept record of each connection says who it is.
+    const ID: &str = "4f1c2b3a5d6e7f804f1c2b3a5d6e7f804f1c2b3a5d6e7f804f1c2b3a5d6e7f80";
+    const UID: &str = "0b7e3a52-41d6-4c8e-9f21-6a5b4c3d2e1f";
+    let uid_ = UID.replace('-', "_");
+    let layouts: Vec<(String, Option<&str>, bool, Option<String>)> = vec![
+        (format!("system.slice/docker-{ID}.scope"), Some("docker"), false, Some(format!("docker-{ID}.scope"))),
+        (
+            format!(
+                "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{ID}.scope"
+            ),
+            Some("containerd"),
+            true,
+            Some(format!("cri-containerd-{ID}.scope")),
+        ),
+        (format!("kubepods/besteffort/pod{UID}/{ID}"), None, true, None),
+        (format!("libpod_parent/libpod-{ID}"), Some("podman"), false, None),
+        ("system.slice/tcpkit-test.service".into(), None, false, Some("tcpkit-test.service".into())),
+    ];
+    let base = Cgroup::new();
+    let root = cgroup2_root();
+    for (layout, runtime, pod, unit) in layouts {
+        let leaf = base.child(&format!("identity/{layout}"));
+        let mut server = Peer::listen(&[], &[]);
+        leaf.add(server.pid);
+        let tcpkit = Tcpkit::start_json(&["accept", "-p", &server.pid.to_string()]);
+        let (c, cport) = connect(v4(server.port));
+        server.expect_accepted(cport);
+        drop(c);
+        std::thread::sleep(Duration::from_millis(200));
+        let records = json_lines(&tcpkit.stop_and_collect());
+        let accept = record(&records, "accept", server.port, cport).unwrap_or_else(|| panic!("{layout}: {records:#?}"));
+        let path = format!("/{}", leaf.path().strip_prefix(&root).unwrap().display());
+        assert_eq!(accept["cgroup"], path.as_str(), "{layout}");
+        let container = runtime.is_some() || layout.contains("pod");
+        assert_eq!(accept["container_id"].as_str(), container.then_some(ID), "{layout}: {accept}");
+        assert_eq!(accept["container_runtime"].as_str(), runtime, "{layout}: {accept}");
+        assert_eq!(accept["pod_uid"].as_str(), pod.then_some(UID), "{layout}: {accept}");
+        assert_eq!(accept["unit"].as_str(), unit.as_deref(), "{layout}: {accept}");
+        drop(server);
+        // Empty again once the peer is gone: remove the layout's directories, deepest first.
+        wait_until_empty(leaf.path());
+        let mut dir = leaf.path().to_path_buf();
+        while dir != base.path() {
+            let _ = std::fs::remove_dir(&dir);
+            dir.pop();
+        }
+    }
+}
+
+/// Waits until no task is left in a cgroup (an exited peer leaves it a moment later).
+fn wait_until_empty(dir: &std::path::Path) {
+    let end = Instant::now() + DEADLINE;
+    while std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty()) {
+        assert!(Instant::now() < end, "{} never emptied", dir.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

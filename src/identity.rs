@@ -1,0 +1,210 @@
+//! Who a task is, from its cgroup v2 id alone: the cgroup's path, and what container runtimes, kubelet and
+//! systemd write into it (container id and runtime, pod UID, systemd unit). No container runtime is asked:
+//! the path says it all. Ids resolve through a cache, filled by walking the cgroup tree on a miss, at most
+//! once per RESCAN_INTERVAL, so a burst of new cgroups costs one walk, and a hit allocates nothing.
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The longest a new cgroup can wait to be named (events in it show their id alone until then).
+const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
+const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
+
+/// What a cgroup's path says about the tasks in it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The path below the cgroup v2 root, from `/`.
+    pub cgroup: String,
+    /// 64 hex digits.
+    pub container_id: Option<String>,
+    /// docker, containerd, cri-o or podman, when the layout names it.
+    pub container_runtime: Option<&'static str>,
+    /// The Kubernetes pod's UID, with dashes.
+    pub pod_uid: Option<String>,
+    /// The systemd unit the task is in (`nginx.service`, `session-3.scope`).
+    pub unit: Option<String>,
+}
+
+impl Identity {
+    pub fn from_path(cgroup: &str) -> Identity {
+        let mut id = Identity { cgroup: cgroup.to_string(), ..Default::default() };
+        let parts: Vec<&str> = cgroup.split('/').filter(|p| !p.is_empty()).collect();
+        for (i, part) in parts.iter().enumerate() {
+            if let Some((runtime, container)) = container_of(part, parts.get(i.wrapping_sub(1)).copied()) {
+                id.container_id = Some(container.to_string());
+                id.container_runtime = runtime;
+            }
+            if let Some(uid) = pod_of(part, i > 0 && parts[..i].iter().any(|p| p.starts_with("kubepods"))) {
+                id.pod_uid = Some(uid);
+            }
+            if (part.ends_with(".service") || part.ends_with(".scope")) && !part.contains("conmon") {
+                id.unit = Some(part.to_string());
+            }
+        }
+        id
+    }
+}
+
+fn is_container_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A cgroup directory name that holds a container: its runtime (None where the layout does not say) and id.
+fn container_of<'a>(part: &'a str, parent: Option<&str>) -> Option<(Option<&'static str>, &'a str)> {
+    const SCOPES: [(&str, &str); 4] =
+        [("docker-", "docker"), ("cri-containerd-", "containerd"), ("crio-", "cri-o"), ("libpod-", "podman")];
+    if let Some(id) = part.strip_suffix(".scope") {
+        for (prefix, runtime) in SCOPES {
+            if let Some(id) = id.strip_prefix(prefix).filter(|id| is_container_id(id)) {
+                return Some((Some(runtime), id));
+            }
+        }
+    }
+    // containerd's systemd driver without scopes: kubepods-...-pod<uid>.slice:cri-containerd:<id>
+    if let Some((_, id)) = part.split_once(":cri-containerd:").filter(|(_, id)| is_container_id(id)) {
+        return Some((Some("containerd"), id));
+    }
+    // cgroupfs drivers: docker/<id>, libpod_parent/libpod-<id>, kubepods/<qos>/pod<uid>/<id>.
+    match parent {
+        Some("docker") if is_container_id(part) => Some((Some("docker"), part)),
+        Some("libpod_parent") => {
+            part.strip_prefix("libpod-").filter(|id| is_container_id(id)).map(|id| (Some("podman"), id))
+        }
+        Some(p) if p.starts_with("pod") && is_container_id(part) => Some((None, part)),
+        _ => None,
+    }
+}
+
+/// The pod UID in a kubelet cgroup name: `kubepods-<qos>-pod<uid>.slice` (systemd driver, `_` for `-`) or
+/// `pod<uid>` below kubepods (cgroupfs driver).
+fn pod_of(part: &str, below_kubepods: bool) -> Option<String> {
+    let part = part.split(':').next().unwrap_or(part); // before containerd's ":cri-containerd:<id>"
+    if let Some(slice) = part.strip_suffix(".slice").filter(|s| s.starts_with("kubepods")) {
+        let (_, uid) = slice.rsplit_once("-pod")?;
+        return Some(uid.replace('_', "-"));
+    }
+    let uid = part.strip_prefix("pod").filter(|_| below_kubepods)?;
+    (uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')).then(|| uid.to_string())
+}
+
+/// Cgroup id -> identity, for the ids events carry.
+pub struct CgroupCache {
+    root: Option<PathBuf>,
+    known: HashMap<u64, Option<Identity>>,
+    last_scan: Option<Instant>,
+}
+
+impl CgroupCache {
+    pub fn new() -> CgroupCache {
+        CgroupCache { root: cgroup2_root(), known: HashMap::new(), last_scan: None }
+    }
+
+    /// The identity of a cgroup id; None for 0 (no task), and for a cgroup not found (it may have vanished
+    /// before tcpkit saw it, or be newer than the last walk).
+    pub fn lookup(&mut self, id: u64) -> Option<&Identity> {
+        if id == 0 {
+            return None;
+        }
+        if !self.known.contains_key(&id) {
+            if self.last_scan.is_some_and(|t| t.elapsed() < RESCAN_INTERVAL) {
+                return None; // looked for again at the next walk
+            }
+            self.rescan();
+            // Not in the tree now: it vanished before tcpkit saw it. Its events show the id alone.
+            self.known.entry(id).or_insert(None);
+        }
+        self.known.get(&id).and_then(Option::as_ref)
+    }
+
+    fn rescan(&mut self) {
+        self.last_scan = Some(Instant::now());
+        let Some(root) = self.root.clone() else { return };
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(meta) = std::fs::metadata(&dir) else { continue };
+            let id = meta.ino();
+            if !matches!(self.known.get(&id), Some(Some(_))) {
+                let below = dir.strip_prefix(&root).unwrap_or(Path::new(""));
+                let path = format!("/{}", below.display());
+                self.known.insert(id, Some(Identity::from_path(&path)));
+            }
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(entry.path());
+                }
+            }
+        }
+    }
+}
+
+/// Where the cgroup v2 tree is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid systems.
+fn cgroup2_root() -> Option<PathBuf> {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|dir| nix::sys::statfs::statfs(dir.as_path()).is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const UID: &str = "5e0b5a4b-7f0a-4c1e-9d3b-2a1f0e9c8b7a";
+
+    fn check(path: &str, runtime: Option<&str>, container: bool, pod: bool, unit: Option<&str>) {
+        let id = Identity::from_path(path);
+        assert_eq!(id.cgroup, path);
+        assert_eq!(id.container_id.as_deref(), container.then_some(ID), "{path}");
+        assert_eq!(id.container_runtime, runtime, "{path}");
+        assert_eq!(id.pod_uid.as_deref(), pod.then_some(UID), "{path}");
+        assert_eq!(id.unit.as_deref(), unit, "{path}");
+    }
+
+    #[test]
+    fn reads_every_runtime_layout() {
+        let uid_ = UID.replace('-', "_");
+        let docker_scope = format!("docker-{ID}.scope");
+        check(&format!("/system.slice/{docker_scope}"), Some("docker"), true, false, Some(&docker_scope));
+        check(&format!("/docker/{ID}"), Some("docker"), true, false, None);
+        let pod_slice = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice");
+        let scope = format!("cri-containerd-{ID}.scope");
+        check(&format!("{pod_slice}/{scope}"), Some("containerd"), true, true, Some(&scope));
+        check(&format!("{pod_slice}:cri-containerd:{ID}"), Some("containerd"), true, true, None);
+        let scope = format!("crio-{ID}.scope");
+        check(&format!("{pod_slice}/{scope}"), Some("cri-o"), true, true, Some(&scope));
+        let guaranteed = format!("/kubepods.slice/kubepods-pod{uid_}.slice/cri-containerd-{ID}.scope");
+        check(&guaranteed, Some("containerd"), true, true, Some(&format!("cri-containerd-{ID}.scope")));
+        check(&format!("/kubepods/besteffort/pod{UID}/{ID}"), None, true, true, None);
+        check(
+            &format!("/machine.slice/libpod-{ID}.scope"),
+            Some("podman"),
+            true,
+            false,
+            Some(&format!("libpod-{ID}.scope")),
+        );
+        check(&format!("/libpod_parent/libpod-{ID}"), Some("podman"), true, false, None);
+        check(&format!("/machine.slice/libpod-conmon-{ID}.scope"), None, false, false, None);
+        check("/system.slice/nginx.service", None, false, false, Some("nginx.service"));
+        check("/user.slice/user-1000.slice/session-3.scope", None, false, false, Some("session-3.scope"));
+        check("/", None, false, false, None);
+        check("/docker/not-an-id", None, false, false, None);
+    }
+
+    #[test]
+    fn resolves_a_real_cgroup_and_remembers_unknown_ids() {
+        let mut cache = CgroupCache::new();
+        let Some(root) = cache.root.clone() else { panic!("no cgroup v2 hierarchy is mounted") };
+        let dir = root.join(format!("tcpkit-unit-{}.service", std::process::id()));
+        std::fs::create_dir(&dir).expect("making a cgroup (as root)");
+        let id = std::fs::metadata(&dir).unwrap().ino();
+        let unit = format!("tcpkit-unit-{}.service", std::process::id());
+        let found = cache.lookup(id).map(|i| (i.cgroup.clone(), i.unit.clone()));
+        std::fs::remove_dir(&dir).unwrap();
+        assert_eq!(found, Some((format!("/{unit}"), Some(unit))));
+        assert!(cache.lookup(u64::MAX - 1).is_none(), "an id no cgroup has");
+        assert!(cache.lookup(0).is_none());
+    }
+}
