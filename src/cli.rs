@@ -44,7 +44,9 @@ const TRACER_EXAMPLES: &str = "Examples:
   tcpkit tracer -N 4026531969   # only network namespace 4026531969
   tcpkit tracer -P 80,443 -6    # only IPv6 connections with port 80 or 443 at either end
   tcpkit tracer --failed        # also connects that failed, with their error (ECONNREFUSED, ...)
-  tcpkit tracer -L              # closes with how they ended, lifespan and bytes";
+  tcpkit tracer -L              # closes with how they ended, lifespan and bytes
+  tcpkit tracer -C              # with the container (or systemd unit) of each task
+  tcpkit tracer --container 3f2a9c0d81b7   # only that container's connections";
 
 #[derive(Args, Debug)]
 pub struct TracerArgs {
@@ -70,7 +72,8 @@ const ACCEPT_EXAMPLES: &str = "Examples:
   tcpkit accept -t              # include timestamps
   tcpkit accept -P 80,81 -4     # only IPv4 accepts on local ports 80 and 81
   tcpkit accept -p 181          # only accepts by PID 181
-  tcpkit accept --cgroupmap /sys/fs/bpf/cgroups   # only cgroups in this pinned BPF map";
+  tcpkit accept --cgroupmap /sys/fs/bpf/cgroups   # only cgroups in this pinned BPF map
+  tcpkit accept -C              # with the container (or systemd unit) of each accepting task";
 
 #[derive(Args, Debug)]
 pub struct AcceptArgs {
@@ -106,6 +109,9 @@ pub struct FilterArgs {
     /// Trace tasks in this cgroup v2 directory or below it only, e.g. /sys/fs/cgroup/system.slice
     #[arg(long = "cgroup", value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
+    /// Trace this container's tasks only: its full ID or a unique prefix of at least 12 hex digits
+    #[arg(long = "container", value_name = "ID", conflicts_with = "cgroup")]
+    pub container: Option<String>,
     /// Trace tasks whose cgroup v2 id is a key of this pinned BPF hash map only
     #[arg(long = "cgroupmap", value_name = "PATH")]
     pub cgroupmap: Option<PathBuf>,
@@ -125,6 +131,9 @@ pub struct OutputArgs {
     /// Include a UID column
     #[arg(short = 'U', long = "print-uid")]
     pub print_uid: bool,
+    /// Include a CONTAINER column: the container's short ID, else the systemd unit, else -
+    #[arg(short = 'C', long = "print-container")]
+    pub print_container: bool,
     /// Output format: text (bcc's columns) or json (one object per line)
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,

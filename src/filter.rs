@@ -36,6 +36,11 @@ impl Filters {
         if let Some(dir) = &args.cgroup {
             check_cgroup_dir(dir)?;
         }
+        // A container is the cgroup directory its runtime made: --container is --cgroup with that directory.
+        let cgroup_dir = match &args.container {
+            Some(id) => Some(crate::identity::container_dir(id).map_err(Error::usage)?),
+            None => args.cgroup.clone(),
+        };
         let family = match (args.ipv4, args.ipv6) {
             (true, false) => Some(AF_INET),
             (false, true) => Some(AF_INET6),
@@ -44,7 +49,7 @@ impl Filters {
         Ok(Filters {
             pid: args.pid,
             uid: args.uid,
-            cgroup_dir: args.cgroup.clone(),
+            cgroup_dir,
             netns: args.netns,
             family,
             ports: args.ports.clone(),

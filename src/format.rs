@@ -7,6 +7,7 @@ use nix::time::{clock_gettime, ClockId};
 use crate::cli::OutputArgs;
 use crate::columns::{ip, left, uint, Row, StackText};
 use crate::event::{Event, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_FAIL};
+use crate::identity::{CgroupCache, Identity, SHORT_ID};
 
 /// A layout: the lines printed once before events, then one row per event.
 pub trait Format {
@@ -89,6 +90,31 @@ fn uid_column(print_uid: bool, e: &Event, w: &mut impl Write) -> io::Result<()> 
     Ok(())
 }
 
+/// -C: the last column, CONTAINER (the short container ID, else the systemd unit, else `-`), named through
+/// the cgroup cache, which answers a known id without allocating. Wider text (a long unit name) is written
+/// whole: nothing comes after it to misalign.
+struct ContainerColumn(Option<CgroupCache>);
+
+impl ContainerColumn {
+    fn new(args: &OutputArgs) -> Self {
+        ContainerColumn(args.print_container.then(CgroupCache::new))
+    }
+
+    fn header(&self, lead: &str, w: &mut impl Write) -> io::Result<()> {
+        match self.0 {
+            Some(_) => write!(w, "{lead}{:<SHORT_ID$}", "CONTAINER"),
+            None => Ok(()),
+        }
+    }
+
+    fn cell<'a, W: Write>(&mut self, row: Row<'a, W>, cgroup_id: u64) -> Row<'a, W> {
+        match &mut self.0 {
+            Some(cache) => row.left(cache.lookup(cgroup_id).map_or("-", Identity::column), SHORT_ID),
+            None => row,
+        }
+    }
+}
+
 impl TimeColumns {
     fn new(args: &OutputArgs, nanoseconds: bool) -> Self {
         TimeColumns { time: args.time, timestamp: args.timestamp, nanoseconds, clock: Clock::new() }
@@ -129,11 +155,16 @@ impl TimeColumns {
 pub struct AcceptText {
     times: TimeColumns,
     print_uid: bool,
+    container: ContainerColumn,
 }
 
 impl AcceptText {
     pub fn new(args: &OutputArgs) -> Self {
-        AcceptText { times: TimeColumns::new(args, false), print_uid: args.print_uid }
+        AcceptText {
+            times: TimeColumns::new(args, false),
+            print_uid: args.print_uid,
+            container: ContainerColumn::new(args),
+        }
     }
 }
 
@@ -141,26 +172,28 @@ impl Format for AcceptText {
     fn header(&mut self, w: &mut impl Write) -> io::Result<()> {
         self.times.header(w)?;
         uid_header(self.print_uid, w)?;
-        writeln!(
+        write!(
             w,
             "{:<7} {:<12} {:<2} {:<16} {:<5} {:<16} {:<5}",
             "PID", "COMM", "IP", "RADDR", "RPORT", "LADDR", "LPORT"
-        )
+        )?;
+        self.container.header(" ", w)?;
+        writeln!(w)
     }
 
     fn event(&mut self, e: &Event, w: &mut impl Write) -> io::Result<()> {
         self.times.event(e.ts_ns, w)?;
         uid_column(self.print_uid, e, w)?;
         // "{:<7} {:<12.12} {:<2} {:<16} {:<5} {:<16} {:<5}"
-        Row::new(w)
+        let row = Row::new(w)
             .left(uint(e.pid().into()).as_str(), 7)
             .cut(&e.comm(), 12)
             .left(ip_version(e), 2)
             .left(ip(e.remote_addr(), false).as_str(), 16)
             .left(uint(e.dport.into()).as_str(), 5)
             .left(ip(e.local_addr(), false).as_str(), 16)
-            .left(uint(e.sport.into()).as_str(), 5)
-            .end()
+            .left(uint(e.sport.into()).as_str(), 5);
+        self.container.cell(row, e.task.cgroup_id).end()
     }
 }
 
@@ -171,6 +204,7 @@ pub struct TracerText {
     times: TimeColumns,
     columns: TracerColumns,
     print_uid: bool,
+    container: ContainerColumn,
 }
 
 /// The tracer's layout choices beyond the time and UID columns.
@@ -189,7 +223,12 @@ pub struct TracerColumns {
 impl TracerText {
     pub fn new(args: &OutputArgs, columns: TracerColumns) -> Self {
         let columns = TracerColumns { netns: columns.verbose && columns.netns, ..columns };
-        TracerText { times: TimeColumns::new(args, columns.verbose), columns, print_uid: args.print_uid }
+        TracerText {
+            times: TimeColumns::new(args, columns.verbose),
+            columns,
+            print_uid: args.print_uid,
+            container: ContainerColumn::new(args),
+        }
     }
 
     /// The header of the appended columns. bcc's -v header pads DPORT to 7 where its rows pad to 6 and a
@@ -202,12 +241,13 @@ impl TracerText {
         }
         if self.columns.lifespan {
             write!(w, "{lead}{:<END_WIDTH$} {:<MS_WIDTH$} {:<BYTES_WIDTH$} {:<BYTES_WIDTH$}", "END", "MS", "TX", "RX")?;
+            lead = " ";
         }
-        Ok(())
+        self.container.header(lead, w)
     }
 
     /// The appended columns of one row: `-` where a column does not apply to the event's type.
-    fn tail<'a, W: Write>(&self, row: Row<'a, W>, e: &Event) -> Row<'a, W> {
+    fn tail<'a, W: Write>(&mut self, row: Row<'a, W>, e: &Event) -> Row<'a, W> {
         let mut row = row;
         if self.columns.error {
             row = match e.error_name() {
@@ -225,7 +265,7 @@ impl TracerText {
                 None => row.left("-", END_WIDTH).left("-", MS_WIDTH).left("-", BYTES_WIDTH).left("-", BYTES_WIDTH),
             };
         }
-        row
+        self.container.cell(row, e.task.cgroup_id)
     }
 }
 

@@ -120,21 +120,79 @@ impl CgroupCache {
     fn rescan(&mut self) {
         self.last_scan = Some(Instant::now());
         let Some(root) = self.root.clone() else { return };
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            let Ok(meta) = std::fs::metadata(&dir) else { continue };
-            let id = meta.ino();
+        walk(&root, |id, path| {
             if !matches!(self.known.get(&id), Some(Some(_))) {
-                let below = dir.strip_prefix(&root).unwrap_or(Path::new(""));
-                let path = format!("/{}", below.display());
-                self.known.insert(id, Some(Identity::from_path(&path)));
+                self.known.insert(id, Some(Identity::from_path(path)));
             }
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(entry.path());
-                }
+        });
+    }
+}
+
+impl Identity {
+    /// The text column (-C): the container's ID as `docker ps` shortens it, else the unit, else `-`.
+    pub fn column(&self) -> &str {
+        match (&self.container_id, &self.unit) {
+            (Some(id), _) => &id[..SHORT_ID],
+            (None, Some(unit)) => unit,
+            (None, None) => "-",
+        }
+    }
+}
+
+/// `docker ps` shows 12 hex digits; --container asks for at least as many.
+pub const SHORT_ID: usize = 12;
+
+/// Calls `visit` with the id (inode number) and the path from the root (`/`, `/system.slice`, ...) of every
+/// directory of the cgroup tree under `root`.
+fn walk(root: &Path, mut visit: impl FnMut(u64, &str)) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&dir) else { continue }; // removed since it was listed
+        let below = dir.strip_prefix(root).unwrap_or(Path::new(""));
+        visit(meta.ino(), &format!("/{}", below.display()));
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
             }
+        }
+    }
+}
+
+/// The cgroup directory of the one container whose ID starts with `prefix` (--container): the shallowest
+/// directory naming it, so tasks in its sub-cgroups are kept too. The error says what is wrong, in one line.
+pub fn container_dir(prefix: &str) -> Result<PathBuf, String> {
+    let prefix = prefix.to_ascii_lowercase();
+    if !(SHORT_ID..=64).contains(&prefix.len()) || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "--container {prefix}: a container ID is {SHORT_ID} to 64 hex digits (its full ID or a unique prefix)"
+        ));
+    }
+    let root = cgroup2_root().ok_or("--container: no cgroup v2 hierarchy is mounted, so no container can be found")?;
+    // Full ID -> its shallowest directory (fewest path components).
+    let mut found: Vec<(String, usize, String)> = Vec::new();
+    walk(&root, |_, path| {
+        let Some(id) = Identity::from_path(path).container_id.filter(|id| id.starts_with(&prefix)) else { return };
+        let depth = path.matches('/').count();
+        match found.iter_mut().find(|(known, _, _)| *known == id) {
+            Some(entry) if entry.1 <= depth => {}
+            Some(entry) => *entry = (id, depth, path.to_string()),
+            None => found.push((id, depth, path.to_string())),
+        }
+    });
+    match found.as_slice() {
+        [] => Err(format!(
+            "--container {prefix}: no container's cgroup under {} has an ID starting with it",
+            root.display()
+        )),
+        [(_, _, path)] => Ok(root.join(path.trim_start_matches('/'))),
+        many => {
+            let ids: Vec<&str> = many.iter().map(|(id, _, _)| id.get(..prefix.len() + 1).unwrap_or(id)).collect();
+            Err(format!(
+                "--container {prefix}: ambiguous, {} containers' IDs start with it ({}...); give more digits",
+                many.len(),
+                ids.join("..., ")
+            ))
         }
     }
 }

@@ -245,3 +245,67 @@ fn wait_until_empty(dir: &std::path::Path) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn container_flag_keeps_one_container_and_the_column_names_it() {
+    // Two docker containers whose IDs share their first 12 hex digits: 13 tell them apart, 12 are ambiguous.
+    const A: &str = "c0ffee123456a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f607182930";
+    const B: &str = "c0ffee123456b1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f607182930";
+    let base = Cgroup::new();
+    let a = base.child(&format!("docker/{A}"));
+    let b = base.child(&format!("system.slice/docker-{B}.scope"));
+    let unit = base.child("system.slice/tcpkit-column.service");
+    let mut server = Peer::listen(&[], &["--count", "42"]);
+    let target = v4(server.port).to_string();
+    let mut in_a = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
+    let mut in_b = Peer::spawn(&["--wait"], "connect", &["--addr", &target, "--count", "40"]);
+    let mut in_unit = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
+    a.add(in_a.pid);
+    b.add(in_b.pid);
+    unit.add(in_unit.pid);
+
+    assert_usage_error(&["tracer", "--container", &A[..12]], "ambiguous, 2 containers");
+    assert_usage_error(&["tracer", "--container", "c0ffee"], "12 to 64 hex digits");
+    assert_usage_error(&["accept", "--container", "not-hex-at-all-zz"], "12 to 64 hex digits");
+    assert_usage_error(&["tracer", "--container", "0123456789abcdef"], "no container's cgroup");
+    assert_usage_error(&["tracer", "--container", A, "--cgroup", "/sys/fs/cgroup"], "cannot be used with");
+
+    // The filter: only A's connect, while B makes 40 and the unit's task one.
+    let mut only_a = Tcpkit::start_with_header_lines(&["tracer", "-C", "--container", &A[..13]], 2);
+    assert!(only_a.header.ends_with(" DPORT  CONTAINER   "), "{:?}", only_a.header);
+    let all = Tcpkit::start_with_header_lines(&["tracer", "-C", "-P", &server.port.to_string()], 2);
+    for peer in [&mut in_b, &mut in_unit, &mut in_a] {
+        peer.go();
+        peer.wait_done();
+    }
+    let a_pid = format!(" {} ", in_a.pid);
+    only_a.expect_line("container A's connect", |l| l.starts_with("C ") && l.contains(&a_pid));
+    server.wait_done();
+    let kept = only_a.stop_and_collect();
+    assert!(kept.iter().all(|l| l.contains(&a_pid) && l.trim_end().ends_with(&A[..12])), "{kept:#?}");
+
+    // The column: A's and B's short IDs, the unit's name, `-` for the server outside them all.
+    let rows = all.stop_and_collect();
+    let last_of = |pid: u32, kind: &str| -> Vec<String> {
+        let pid = format!(" {pid} ");
+        rows.iter()
+            .filter(|l| l.starts_with(kind) && l.contains(&pid))
+            .map(|l| l.split_whitespace().last().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(last_of(in_a.pid, "C "), [&A[..12]], "{rows:#?}");
+    assert_eq!(last_of(in_b.pid, "C ").len(), 40, "{rows:#?}");
+    assert!(last_of(in_b.pid, "C ").iter().all(|c| c == &B[..12]), "{rows:#?}");
+    assert_eq!(last_of(in_unit.pid, "C "), ["tcpkit-column.service"], "{rows:#?}");
+    let accepts = last_of(server.pid, "A ");
+    assert_eq!(accepts.len(), 42, "{rows:#?}");
+    assert!(accepts.iter().all(|c| c == "-"), "{rows:#?}");
+    for (peer, cgroup) in [(&mut in_a, &a), (&mut in_b, &b), (&mut in_unit, &unit)] {
+        peer.wait_exit();
+        wait_until_empty(cgroup.path());
+    }
+    drop((a, b, unit));
+    for dir in ["docker", "system.slice"] {
+        let _ = std::fs::remove_dir(base.path().join(dir));
+    }
+}
