@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing tcpkit needs on a fresh Debian or Ubuntu machine: clang for the BPF
 # objects, libelf and zlib for libbpf, man for the man-page test. Rust (cargo 1.82+) must already be there.
+# --test adds what the tests use besides: podman and runc, to run tcpkit's image and a container to trace.
 set -euo pipefail
 
 packages=(clang libelf-dev zlib1g-dev pkg-config make man-db)
+if [ "${1:-}" = "--test" ]; then
+  packages+=(podman runc)
+fi
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -4,7 +4,7 @@
 # TCPKIT_VM=0 skips the qemu matrix (a quicker run while developing; CI always runs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --test
 if [ "$(id -u)" -ne 0 ]; then
   echo "test: the integration tests load BPF programs; re-running as root" >&2
   exec sudo -E "$0" "$@"

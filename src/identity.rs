@@ -252,6 +252,13 @@ mod tests {
     }
 
     #[test]
+    fn the_column_is_the_short_id_else_the_unit_else_a_dash() {
+        assert_eq!(Identity::from_path(&format!("/system.slice/docker-{ID}.scope")).column(), &ID[..12]);
+        assert_eq!(Identity::from_path("/system.slice/nginx.service").column(), "nginx.service");
+        assert_eq!(Identity::from_path("/user.slice").column(), "-");
+    }
+
+    #[test]
     fn resolves_a_real_cgroup_and_remembers_unknown_ids() {
         let mut cache = CgroupCache::new();
         let Some(root) = cache.root.clone() else { panic!("no cgroup v2 hierarchy is mounted") };

@@ -85,6 +85,8 @@ pub(crate) fn compare(bench: &mut Bench, options: &Options) -> io::Result<Compar
         Watcher::Tcpkit { sub: Sub::Accept, ring: None },
         Watcher::Tcpkit { sub: Sub::Tracer, ring: None },
         Watcher::Tcpkit { sub: Sub::TracerFailedLifespan, ring: None },
+        Watcher::Tcpkit { sub: Sub::TracerContainer, ring: None },
+        Watcher::Tcpkit { sub: Sub::TracerJson, ring: None },
     ];
     if bench.baseline.is_some() {
         watchers.extend([Watcher::Baseline(Sub::Accept), Watcher::Baseline(Sub::Tracer)]);

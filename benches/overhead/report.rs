@@ -286,7 +286,7 @@ impl Report<'_> {
 
     fn tcpkit_rows(&self) -> Vec<(Sub, Summary)> {
         let rows = &self.comparison.rows;
-        [Sub::Accept, Sub::Tracer, Sub::TracerFailedLifespan]
+        [Sub::Accept, Sub::Tracer, Sub::TracerFailedLifespan, Sub::TracerContainer, Sub::TracerJson]
             .into_iter()
             .filter_map(|sub| {
                 let label = Watcher::Tcpkit { sub, ring: None }.label();

@@ -31,6 +31,11 @@ pub(crate) enum Sub {
     /// `tcpkit tracer --failed -L`: the same events, with the failure programs loaded and every close
     /// carrying how it ended, its lifespan and bytes (issue 12's cost).
     TracerFailedLifespan,
+    /// `tcpkit tracer -C`: every event's cgroup id named through the identity cache (issue 13's cost).
+    TracerContainer,
+    /// `tcpkit tracer -o json`, as the DaemonSet runs it: identity, lifespan and JSON on every event.
+    /// --debug, because JSON has no header: its "using the ... backend" line says when it is attached.
+    TracerJson,
 }
 
 impl Sub {
@@ -39,6 +44,8 @@ impl Sub {
             Sub::Accept => "accept",
             Sub::Tracer => "tracer",
             Sub::TracerFailedLifespan => "tracer --failed -L",
+            Sub::TracerContainer => "tracer -C",
+            Sub::TracerJson => "tracer -o json --debug",
         }
     }
 
@@ -51,7 +58,8 @@ impl Sub {
     pub(crate) fn header_lines(self) -> u64 {
         match self {
             Sub::Accept => 1,
-            Sub::Tracer | Sub::TracerFailedLifespan => 2,
+            Sub::Tracer | Sub::TracerFailedLifespan | Sub::TracerContainer => 2,
+            Sub::TracerJson => 0,
         }
     }
 
@@ -61,7 +69,9 @@ impl Sub {
     fn expected_events(self, load: &LoadResult) -> u64 {
         match self {
             Sub::Accept => load.accepted,
-            Sub::Tracer | Sub::TracerFailedLifespan => 2 * load.connected + 2 * load.accepted,
+            Sub::Tracer | Sub::TracerFailedLifespan | Sub::TracerContainer | Sub::TracerJson => {
+                2 * load.connected + 2 * load.accepted
+            }
         }
     }
 }
@@ -107,8 +117,9 @@ enum OutputKind {
 }
 
 impl OutputKind {
-    fn is_ready(self, text: &str) -> bool {
+    fn is_ready(self, text: &str, stderr: &str) -> bool {
         match self {
+            OutputKind::Tcpkit(Sub::TracerJson) => stderr.lines().any(|l| l.starts_with("tcpkit: using the ")),
             OutputKind::Tcpkit(sub) => count_lines(text.as_bytes()) >= sub.header_lines(),
             OutputKind::Bpftrace => text.lines().any(|l| l == "ready"),
         }
@@ -116,6 +127,10 @@ impl OutputKind {
 
     fn events(self, text: &str) -> u64 {
         match self {
+            // JSON's records of losses are not events.
+            OutputKind::Tcpkit(Sub::TracerJson) => {
+                text.lines().filter(|l| !l.starts_with("{\"type\":\"lost\"")).count() as u64
+            }
             OutputKind::Tcpkit(sub) => count_lines(text.as_bytes()).saturating_sub(sub.header_lines()),
             OutputKind::Bpftrace => text.lines().filter(|l| l.starts_with("E ")).count() as u64,
         }
@@ -282,7 +297,8 @@ impl Bench {
         let pid = Pid::from_raw(child.id() as i32);
         let deadline = Instant::now() + READY_LIMIT;
         loop {
-            if kind.is_ready(&fs::read_to_string(&out).unwrap_or_default()) {
+            let read = |path: &Path| fs::read_to_string(path).unwrap_or_default();
+            if kind.is_ready(&read(&out), &read(&err)) {
                 let (cpu_at_ready, switches_at_ready) = (cpu_time_so_far(pid), voluntary_switches(pid));
                 return Ok(Session { pid, out, err, kind, cpu_at_ready, switches_at_ready });
             }

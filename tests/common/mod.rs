@@ -140,14 +140,21 @@ impl Tcpkit {
     /// Starts tcpkit with -o json, which prints no header: --debug's "using the … backend" on stderr says
     /// when it is attached.
     pub fn start_json(args: &[&str]) -> Tcpkit {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json", "--debug"]);
-        let mut tcpkit = Self::try_start(&all, &test_backend(), 0).expect("starting tcpkit");
+        let mut cmd = Command::new(tcpkit_bin());
+        cmd.args(args).args(["-o", "json", "--debug", "--backend", &test_backend()]);
+        Self::start_json_command(cmd)
+    }
+
+    /// As start_json, for a command that runs tcpkit some other way (in a container); it must pass
+    /// --debug, whose "using the … backend" on stderr says when tcpkit is attached.
+    pub fn start_json_command(cmd: Command) -> Tcpkit {
+        let shown = format!("{cmd:?}");
+        let mut tcpkit = Self::try_start_command(cmd, 0).expect("starting tcpkit");
         let end = Instant::now() + DEADLINE;
         while !tcpkit.stderr().lines().any(|l| l.starts_with("tcpkit: using the ")) {
-            assert!(Instant::now() < end, "tcpkit {all:?} never said it was attached: {}", tcpkit.stderr());
+            assert!(Instant::now() < end, "{shown} never said it was attached: {}", tcpkit.stderr());
             if let Some(status) = tcpkit.child.try_wait().unwrap() {
-                panic!("tcpkit {all:?} ended: {status}; {}", tcpkit.stderr.finish());
+                panic!("{shown} ended: {status}; {}", tcpkit.stderr.finish());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -163,15 +170,19 @@ impl Tcpkit {
 
     /// Starts tcpkit with a given backend; Err says how it ended when it printed no header.
     pub fn try_start(args: &[&str], backend: &str, header_lines: usize) -> Result<Tcpkit, String> {
+        let mut cmd = Command::new(tcpkit_bin());
+        cmd.args(args).args(["--backend", backend]);
+        Self::try_start_command(cmd, header_lines)
+    }
+
+    pub fn try_start_command(mut cmd: Command, header_lines: usize) -> Result<Tcpkit, String> {
         require_root();
-        let mut child = Command::new(tcpkit_bin())
-            .args(args)
-            .args(["--backend", backend])
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawning tcpkit");
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         let stdout = Lines::from_reader(child.stdout.take().unwrap());
         let stderr = Drain::new(child.stderr.take().unwrap());
         let mut me = Tcpkit { child, stdout, stderr, header: String::new() };
@@ -318,15 +329,19 @@ impl Peer {
     }
 
     pub fn spawn(global: &[&str], mode: &str, args: &[&str]) -> Peer {
-        let mut child = Command::new(peer_bin())
-            .args(global)
-            .arg(mode)
-            .args(args)
+        let mut cmd = Command::new(peer_bin());
+        cmd.args(global).arg(mode).args(args);
+        Self::spawn_command(cmd, mode == "listen")
+    }
+
+    /// A peer run some other way (in a container); `listening` when its mode is listen.
+    pub fn spawn_command(mut cmd: Command, listening: bool) -> Peer {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawning tcpkit-peer");
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         let out = Lines::from_reader(child.stdout.take().unwrap());
         let stdin = child.stdin.take();
         let mut peer = Peer { child, out, stdin, pid: 0, port: 0, mntns: 0, netns: 0 };
@@ -338,7 +353,7 @@ impl Peer {
         peer.pid = value(&mut peer, "pid").parse().unwrap();
         peer.mntns = value(&mut peer, "mntns").parse().unwrap();
         peer.netns = value(&mut peer, "netns").parse().unwrap();
-        if mode == "listen" {
+        if listening {
             peer.port = value(&mut peer, "port").parse().unwrap();
         }
         peer.out.find(DEADLINE, |l| l == "ready").expect("peer never got ready");

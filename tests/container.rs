@@ -1,0 +1,211 @@
+//! tcpkit as fleets run it: from its own image (scripts/image.sh), in a container with exactly the privileges
+//! and mounts of deploy/tcpkit-daemonset.yaml, naming a connection made inside another container. Real
+//! podman (with runc: crun refuses hybrid cgroup hierarchies), real containers, real cgroups.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use yaml_rust2::{Yaml, YamlLoader};
+
+const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/tcpkit-daemonset.yaml");
+/// Raising rlimits is refused on some hosts (this one among them); podman's defaults would raise them.
+const ULIMITS: [&str; 4] = ["--ulimit", "nofile=1024:4096", "--ulimit", "nproc=1024:4096"];
+
+fn project(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn podman() -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.args(["--runtime", "runc"]);
+    cmd
+}
+
+/// Runs a command to its end; panics with its stderr if it fails. Returns its stdout, trimmed.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (scripts/test.sh installs podman and runc)"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{cmd:?}: {}\n{stderr}", out.status);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A container removed when the test ends, however it ends.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = podman().args(["rm", "--force", "--time", "0", &self.0]).output();
+    }
+}
+
+/// What the DaemonSet's pod template asks for, as podman run flags, and the container's arguments.
+struct PodTemplate {
+    run_flags: Vec<String>,
+    args: Vec<String>,
+    image: String,
+}
+
+fn manifest() -> Yaml {
+    let text = std::fs::read_to_string(MANIFEST).expect("reading the manifest");
+    let mut docs = YamlLoader::load_from_str(&text).expect("the manifest is not valid YAML");
+    assert_eq!(docs.len(), 1, "one document");
+    docs.remove(0)
+}
+
+fn strings(y: &Yaml) -> Vec<String> {
+    y.as_vec().map(|v| v.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+/// Translates the pod template into podman's terms; panics on anything in it this translation does not know,
+/// so a field added to the manifest is either checked here or noticed.
+fn pod_template(ds: &Yaml) -> PodTemplate {
+    let pod = &ds["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_vec().expect("containers");
+    assert_eq!(containers.len(), 1, "one container");
+    let c = &containers[0];
+    let mut flags: Vec<String> = Vec::new();
+    if pod["hostPID"].as_bool() == Some(true) {
+        flags.push("--pid=host".into());
+    }
+    let sc = &c["securityContext"];
+    assert_ne!(sc["privileged"].as_bool(), Some(true), "the manifest should not need privileged");
+    for cap in strings(&sc["capabilities"]["drop"]) {
+        flags.push(format!("--cap-drop={cap}"));
+    }
+    for cap in strings(&sc["capabilities"]["add"]) {
+        flags.push(format!("--cap-add={cap}"));
+    }
+    match sc["seccompProfile"]["type"].as_str() {
+        Some("Unconfined") => flags.push("--security-opt=seccomp=unconfined".into()),
+        Some(other) => panic!("seccompProfile {other}: not translated"),
+        None => {}
+    }
+    if sc["readOnlyRootFilesystem"].as_bool() == Some(true) {
+        flags.push("--read-only".into());
+    }
+    let volumes = pod["volumes"].as_vec().expect("volumes");
+    for mount in c["volumeMounts"].as_vec().expect("volumeMounts") {
+        let name = mount["name"].as_str().unwrap();
+        let volume = volumes.iter().find(|v| v["name"].as_str() == Some(name)).unwrap_or_else(|| panic!("{name}"));
+        let host = volume["hostPath"]["path"].as_str().unwrap_or_else(|| panic!("{name} is not a hostPath"));
+        assert!(Path::new(host).is_dir(), "hostPath {host} of volume {name} is not a directory here");
+        let ro = if mount["readOnly"].as_bool() == Some(true) { ":ro" } else { "" };
+        flags.push(format!("--volume={host}:{}{ro}", mount["mountPath"].as_str().unwrap()));
+    }
+    let image = c["image"].as_str().expect("image").to_string();
+    PodTemplate { run_flags: flags, args: strings(&c["args"]), image }
+}
+
+#[test]
+fn the_daemonset_manifest_runs_tcpkit_tracer_json_on_every_node() {
+    let ds = manifest();
+    assert_eq!(ds["apiVersion"].as_str(), Some("apps/v1"));
+    assert_eq!(ds["kind"].as_str(), Some("DaemonSet"));
+    let labels = &ds["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in ds["spec"]["selector"]["matchLabels"].as_hash().expect("a selector") {
+        assert_eq!(&labels[key.as_str().unwrap()], value, "the selector must match the pod template's labels");
+    }
+    let template = pod_template(&ds);
+    assert_eq!(template.image, format!("tcpkit:{}", env!("CARGO_PKG_VERSION")), "the image scripts/image.sh tags");
+    assert_eq!(&template.args[..3], ["tracer", "-o", "json"], "JSON lines on stdout");
+    // The arguments are tcpkit's: it accepts them (a usage error would exit 2 before loading anything).
+    let mut args: Vec<&str> = template.args.iter().map(String::as_str).collect();
+    args.push("--help");
+    let (status, _, stderr) = run_tcpkit(&args);
+    assert!(status.success(), "{stderr}");
+    for needed in ["--pid=host", "--cap-add=BPF", "--cap-add=PERFMON", "--volume=/sys/fs/cgroup:/sys/fs/cgroup:ro"] {
+        assert!(template.run_flags.iter().any(|f| f == needed), "{needed} missing: {:?}", template.run_flags);
+    }
+}
+
+#[test]
+fn tcpkit_in_its_image_names_the_podman_container_of_a_connection() {
+    require_root();
+    let version = Command::new("podman").arg("--version").output();
+    assert!(
+        version.is_ok_and(|o| o.status.success()),
+        "this test runs real containers and needs podman and runc: apt-get install podman runc"
+    );
+    let image = run(Command::new(project("scripts/image.sh")).arg("tcpkit:test"));
+    let peer_image = peer_image();
+    let template = pod_template(&manifest());
+
+    // A server in a container of its own, with only a loopback network.
+    let peer_name = format!("tcpkit-test-peer-{}", std::process::id());
+    let peer_guard = Container(peer_name.clone());
+    let mut listen = podman();
+    listen.args(["run", "--rm", "-i", "--name", &peer_name, "--network", "none"]).args(ULIMITS);
+    listen.args([&peer_image, "listen", "--count", "1"]);
+    let mut server = Peer::spawn_command(listen, true);
+    let inspect = run(podman().args(["inspect", "--format", "{{.Id}} {{.State.Pid}}", &peer_name]));
+    let (id, host_pid) = inspect.split_once(' ').expect("podman inspect");
+    let host_pid: u32 = host_pid.parse().unwrap();
+    let cgroup = std::fs::read_to_string(format!("/proc/{host_pid}/cgroup")).unwrap();
+    let cgroup = cgroup.lines().find_map(|l| l.strip_prefix("0::")).expect("a cgroup v2 line").to_string();
+    assert!(cgroup.contains(id), "the container's cgroup {cgroup} does not name it");
+
+    // tcpkit from its image, with the DaemonSet's privileges and mounts, following that container only.
+    let tcpkit_name = format!("tcpkit-test-tracer-{}", std::process::id());
+    let _tcpkit_guard = Container(tcpkit_name.clone());
+    let mut cmd = podman();
+    cmd.args(["run", "--rm", "--name", &tcpkit_name]).args(ULIMITS).args(&template.run_flags);
+    cmd.arg(&image).args(&template.args).args(["--container", &id[..12], "--debug", "--backend", &test_backend()]);
+    let mut tcpkit = Tcpkit::start_json_command(cmd);
+
+    // A client in the same container: podman exec runs it in the container's cgroup and namespaces.
+    let mut exec = podman();
+    exec.args(["exec", "-i", &peer_name, "/tcpkit-peer", "connect", "--addr", &format!("127.0.0.1:{}", server.port)]);
+    let mut client = Peer::spawn_command(exec, false);
+    client.wait_done();
+    server.wait_done();
+    tcpkit.expect_line("the close of the server's side", |l| {
+        l.contains("\"type\":\"close\"") && l.contains("\"end\":\"peer\"")
+    });
+    let mut lines = std::mem::take(&mut tcpkit.stdout.seen);
+    let (status, rest, stderr) = tcpkit.stop_with(Signal::SIGTERM);
+    lines.extend(rest);
+    assert_eq!(status.code(), Some(0), "tcpkit in its container did not end cleanly on SIGTERM: {stderr}");
+    drop(peer_guard);
+
+    let seen: Vec<Value> = tcpkit_lines(lines);
+    let kinds: Vec<&str> = seen.iter().map(|r| r["type"].as_str().unwrap()).collect();
+    for kind in ["connect", "accept", "close"] {
+        assert!(kinds.contains(&kind), "no {kind} record: {seen:#?}");
+    }
+    for record in &seen {
+        assert_eq!(record["container_id"], *id, "{record}");
+        assert_eq!(record["container_runtime"], "podman", "{record}");
+        assert_eq!(record["cgroup"], cgroup.as_str(), "{record}");
+        assert_eq!(record["comm"], "tcpkit-peer", "{record}");
+        assert_eq!(record["netns"], server.netns, "{record}");
+        assert!(record["lport"] == server.port || record["rport"] == server.port, "{record}");
+    }
+    let accept = seen.iter().find(|r| r["type"] == "accept").unwrap();
+    assert_eq!(accept["pid"], host_pid, "the accepting server's PID as the host sees it: {accept}");
+}
+
+/// JSON records from tcpkit's output lines.
+fn tcpkit_lines(lines: Vec<String>) -> Vec<Value> {
+    lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+}
+
+/// An image holding only the static test peer, so the other container has nothing of the host in it.
+fn peer_image() -> String {
+    let bin = run(Command::new(project("scripts/build-static.sh")).arg("tcpkit-peer"));
+    let context = std::env::temp_dir().join(format!("tcpkit-peer-image-{}", std::process::id()));
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::copy(project(&bin), context.join("tcpkit-peer")).unwrap();
+    std::fs::write(
+        context.join("Containerfile"),
+        "FROM scratch\nCOPY tcpkit-peer /tcpkit-peer\nENTRYPOINT [\"/tcpkit-peer\"]\n",
+    )
+    .unwrap();
+    let tag = "tcpkit-peer:test".to_string();
+    run(podman().args(["build", "--quiet", "--tag", &tag]).arg(&context));
+    let _ = std::fs::remove_dir_all(&context);
+    tag
+}
