@@ -176,7 +176,13 @@ pub fn load_first<'obj, T>(
             }
         }
     }
-    let hint = "run with --debug for libbpf's log";
+    let refused = failures.iter().any(|(_, e)| e.to_string().contains("Operation not permitted"));
+    let hint = if refused && crate::preflight::seccomp_filter_on() {
+        "a seccomp filter is on and refuses bpf() (container runtimes' default profiles allow it only with \
+         CAP_SYS_ADMIN): run tcpkit with seccomp unconfined, see CONTAINERS in tcpkit(8)"
+    } else {
+        "run with --debug for libbpf's log"
+    };
     Err(match failures.as_slice() {
         [(backend, err)] if choice != BackendArg::Auto => {
             Error::runtime(format!("the {backend} backend is not available on this kernel ({err}); {hint}"))

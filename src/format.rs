@@ -438,4 +438,44 @@ mod tests {
         assert!(lines[1].starts_with("0.000    1234    "));
         assert!(lines[2].starts_with("1.234    1234    ") || lines[2].starts_with("1.235    1234    "));
     }
+
+    #[test]
+    fn events_with_identity_allocate_nothing_once_their_cgroup_is_known() {
+        const ID: &str = "feedface0123456789abcdef0123456789abcdef0123456789abcdef01234567";
+        let root = crate::identity::cgroup2_root().expect("a cgroup v2 hierarchy");
+        let parent = root.join(format!("tcpkit-alloc-{}", std::process::id()));
+        let dir = parent.join(format!("docker-{ID}.scope"));
+        std::fs::create_dir_all(&dir).expect("making a cgroup (as root)");
+        let mut e = sample();
+        e.task.cgroup_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&dir).unwrap());
+        let mut vanished = sample();
+        vanished.task.cgroup_id = u64::MAX - 1;
+        let args = OutputArgs { print_container: true, ..Default::default() };
+        let columns = TracerColumns { verbose: true, netns: true, error: true, lifespan: true };
+        let mut text = TracerText::new(&args, columns);
+        let mut json = crate::json::Json::new("tracepoint");
+        let mut out = Vec::with_capacity(4 << 20);
+        for kind in [EVENT_CONNECT, EVENT_CLOSE, EVENT_FAIL] {
+            e.r#type = kind;
+            // The first sight of each id walks the cgroup tree; the walk may allocate.
+            for event in [&e, &vanished] {
+                text.event(event, &mut out).unwrap();
+                json.event(event, &mut out).unwrap();
+            }
+            let (allocations, ()) = crate::allocations::made_by(|| {
+                for _ in 0..1000 {
+                    for event in [&e, &vanished] {
+                        text.event(event, &mut out).unwrap();
+                        json.event(event, &mut out).unwrap();
+                    }
+                }
+            });
+            assert_eq!(allocations, 0, "type {kind}");
+        }
+        let _ = std::fs::remove_dir(&dir);
+        let _ = std::fs::remove_dir(&parent);
+        let printed = String::from_utf8(out).unwrap();
+        assert!(printed.lines().any(|l| l.trim_end().ends_with(&ID[..12])), "the column names the container");
+        assert!(printed.contains(&format!("\"container_id\":\"{ID}\"")), "JSON names the container");
+    }
 }

@@ -198,7 +198,7 @@ pub fn container_dir(prefix: &str) -> Result<PathBuf, String> {
 }
 
 /// Where the cgroup v2 tree is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid systems.
-fn cgroup2_root() -> Option<PathBuf> {
+pub(crate) fn cgroup2_root() -> Option<PathBuf> {
     ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
         .into_iter()
         .map(PathBuf::from)

@@ -5,6 +5,8 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 mod accept;
+#[cfg(test)]
+mod allocations;
 mod backend;
 mod cli;
 mod columns;

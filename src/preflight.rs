@@ -25,6 +25,12 @@ fn check_privileges() -> Result<()> {
     Err(Error::runtime("tcpkit needs root (or CAP_BPF and CAP_PERFMON) to load BPF programs: run it with sudo"))
 }
 
+/// A seccomp filter is on (mode 2), as container runtimes' default profiles put one on every container.
+pub fn seccomp_filter_on() -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Seccomp:")).is_some_and(|mode| mode.trim() == "2")
+}
+
 fn effective_caps() -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;

@@ -171,6 +171,16 @@ fn tcpkit_in_its_image_names_the_podman_container_of_a_connection() {
     assert_eq!(status.code(), Some(0), "tcpkit in its container did not end cleanly on SIGTERM: {stderr}");
     drop(peer_guard);
 
+    // The same with the runtime's default seccomp profile: refused, and the message names the fix.
+    let mut refused = podman();
+    refused.args(["run", "--rm"]).args(ULIMITS);
+    refused.args(template.run_flags.iter().filter(|f| !f.starts_with("--security-opt=seccomp")));
+    let out = refused.arg(&image).args(["tracer", "-d", "1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("run tcpkit with seccomp unconfined"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
     let seen: Vec<Value> = tcpkit_lines(lines);
     let kinds: Vec<&str> = seen.iter().map(|r| r["type"].as_str().unwrap()).collect();
     for kind in ["connect", "accept", "close"] {

@@ -255,7 +255,11 @@ fn container_flag_keeps_one_container_and_the_column_names_it() {
     let a = base.child(&format!("docker/{A}"));
     let b = base.child(&format!("system.slice/docker-{B}.scope"));
     let unit = base.child("system.slice/tcpkit-column.service");
+    // The server in a container of kubelet's cgroupfs layout, which names no runtime.
+    const C: &str = "5eed5eed5eed0123456789abcdef0123456789abcdef0123456789abcdef0123";
+    let c = base.child(&format!("kubepods/besteffort/pod0b7e3a52-41d6-4c8e-9f21-6a5b4c3d2e1f/{C}"));
     let mut server = Peer::listen(&[], &["--count", "42"]);
+    c.add(server.pid);
     let target = v4(server.port).to_string();
     let mut in_a = Peer::spawn(&["--wait"], "connect", &["--addr", &target]);
     let mut in_b = Peer::spawn(&["--wait"], "connect", &["--addr", &target, "--count", "40"]);
@@ -273,7 +277,10 @@ fn container_flag_keeps_one_container_and_the_column_names_it() {
     // The filter: only A's connect, while B makes 40 and the unit's task one.
     let mut only_a = Tcpkit::start_with_header_lines(&["tracer", "-C", "--container", &A[..13]], 2);
     assert!(only_a.header.ends_with(" DPORT  CONTAINER   "), "{:?}", only_a.header);
-    let all = Tcpkit::start_with_header_lines(&["tracer", "-C", "-P", &server.port.to_string()], 2);
+    let port = server.port.to_string();
+    let all = Tcpkit::start_with_header_lines(&["tracer", "-C", "-P", &port], 2);
+    let accepts = Tcpkit::start(&["accept", "-C", "-P", &port]);
+    assert!(accepts.header.ends_with(" LPORT CONTAINER   "), "{:?}", accepts.header);
     for peer in [&mut in_b, &mut in_unit, &mut in_a] {
         peer.go();
         peer.wait_done();
@@ -284,7 +291,7 @@ fn container_flag_keeps_one_container_and_the_column_names_it() {
     let kept = only_a.stop_and_collect();
     assert!(kept.iter().all(|l| l.contains(&a_pid) && l.trim_end().ends_with(&A[..12])), "{kept:#?}");
 
-    // The column: A's and B's short IDs, the unit's name, `-` for the server outside them all.
+    // The column: A's, B's and C's short IDs, the unit's name.
     let rows = all.stop_and_collect();
     let last_of = |pid: u32, kind: &str| -> Vec<String> {
         let pid = format!(" {pid} ");
@@ -297,14 +304,24 @@ fn container_flag_keeps_one_container_and_the_column_names_it() {
     assert_eq!(last_of(in_b.pid, "C ").len(), 40, "{rows:#?}");
     assert!(last_of(in_b.pid, "C ").iter().all(|c| c == &B[..12]), "{rows:#?}");
     assert_eq!(last_of(in_unit.pid, "C "), ["tcpkit-column.service"], "{rows:#?}");
-    let accepts = last_of(server.pid, "A ");
-    assert_eq!(accepts.len(), 42, "{rows:#?}");
-    assert!(accepts.iter().all(|c| c == "-"), "{rows:#?}");
+    let server_rows = last_of(server.pid, "A ");
+    assert_eq!(server_rows.len(), 42, "{rows:#?}");
+    assert!(server_rows.iter().all(|c| c == &C[..12]), "{rows:#?}");
+    let accept_rows = accepts.stop_and_collect();
+    assert_eq!(accept_rows.len(), 42, "{accept_rows:#?}");
+    assert!(accept_rows.iter().all(|l| l.trim_end().ends_with(&C[..12])), "{accept_rows:#?}");
+    drop(server);
     for (peer, cgroup) in [(&mut in_a, &a), (&mut in_b, &b), (&mut in_unit, &unit)] {
         peer.wait_exit();
         wait_until_empty(cgroup.path());
     }
+    wait_until_empty(c.path());
     drop((a, b, unit));
+    let mut dir = c.path().to_path_buf();
+    drop(c);
+    while dir.pop() && dir != base.path() {
+        let _ = std::fs::remove_dir(&dir);
+    }
     for dir in ["docker", "system.slice"] {
         let _ = std::fs::remove_dir(base.path().join(dir));
     }
