@@ -1,9 +1,14 @@
 //! Who a task is, from its cgroup v2 id alone: the cgroup's path, and what container runtimes, kubelet and
 //! systemd write into it (container id and runtime, pod UID, systemd unit). No container runtime is asked:
-//! the path says it all. Ids resolve through a cache, filled by walking the cgroup tree on a miss, at most
-//! once per RESCAN_INTERVAL, so a burst of new cgroups costs one walk, and a hit allocates nothing.
+//! the path says it all. Ids resolve through a cache; a miss opens the cgroup by its id (one syscall), or,
+//! where that is not allowed, walks the cgroup tree at most once per RESCAN_INTERVAL, so a burst of new
+//! cgroups costs one walk. A hit allocates nothing.
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::MetadataExt;
+
+use nix::libc;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -91,30 +96,90 @@ fn pod_of(part: &str, below_kubepods: bool) -> Option<String> {
 /// Cgroup id -> identity, for the ids events carry.
 pub struct CgroupCache {
     root: Option<PathBuf>,
+    /// The root directory, open: the mount that cgroup ids are file handles of. None when opening a cgroup
+    /// by its id is not possible here (no CAP_DAC_READ_SEARCH, as in the DaemonSet): then tcpkit walks.
+    by_id: Option<File>,
     known: HashMap<u64, Option<Identity>>,
     last_scan: Option<Instant>,
 }
 
+/// What opening a cgroup by its id found.
+enum ById {
+    Path(String),
+    /// The kernel no longer has that cgroup.
+    Gone,
+    /// This process cannot open cgroups by id; walk the tree instead.
+    Unsupported,
+}
+
 impl CgroupCache {
     pub fn new() -> CgroupCache {
-        CgroupCache { root: cgroup2_root(), known: HashMap::new(), last_scan: None }
+        let root = cgroup2_root();
+        let by_id = root.as_deref().and_then(|r| File::open(r).ok());
+        CgroupCache { root, by_id, known: HashMap::new(), last_scan: None }
     }
 
-    /// The identity of a cgroup id; None for 0 (no task), and for a cgroup not found (it may have vanished
-    /// before tcpkit saw it, or be newer than the last walk).
+    /// The identity of a cgroup id; None for 0 (no task), and for a cgroup not found (it vanished before
+    /// tcpkit saw it, or, without open by id, it is newer than the last walk).
     pub fn lookup(&mut self, id: u64) -> Option<&Identity> {
         if id == 0 {
             return None;
         }
         if !self.known.contains_key(&id) {
-            if self.last_scan.is_some_and(|t| t.elapsed() < RESCAN_INTERVAL) {
-                return None; // looked for again at the next walk
+            match self.open_by_id(id) {
+                ById::Path(path) => {
+                    self.known.insert(id, Some(Identity::from_path(&path)));
+                }
+                ById::Gone => {
+                    self.known.insert(id, None);
+                }
+                ById::Unsupported => {
+                    if self.last_scan.is_some_and(|t| t.elapsed() < RESCAN_INTERVAL) {
+                        return None; // looked for again at the next walk
+                    }
+                    self.rescan();
+                    // Not in the tree now: it vanished before tcpkit saw it. Its events show the id alone.
+                    self.known.entry(id).or_insert(None);
+                }
             }
-            self.rescan();
-            // Not in the tree now: it vanished before tcpkit saw it. Its events show the id alone.
-            self.known.entry(id).or_insert(None);
         }
         self.known.get(&id).and_then(Option::as_ref)
+    }
+
+    /// One cgroup, by its id: on cgroup2 the id is the directory's file handle (kernfs's), so
+    /// open_by_handle_at opens it and /proc/self/fd names it, in a few microseconds instead of a walk.
+    fn open_by_id(&mut self, id: u64) -> ById {
+        const FILEID_KERNFS: i32 = 0xfe;
+        #[repr(C)]
+        struct KernfsHandle {
+            handle_bytes: u32,
+            handle_type: i32,
+            id: u64,
+        }
+        let (Some(root), Some(mount)) = (&self.root, &self.by_id) else { return ById::Unsupported };
+        let mut handle = KernfsHandle { handle_bytes: 8, handle_type: FILEID_KERNFS, id };
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        // SAFETY: the handle is a struct file_handle whose f_handle holds handle_bytes (8) bytes, as the
+        // kernel reads it; the call only reads it. The fd returned is owned by the File below.
+        let fd = unsafe { libc::open_by_handle_at(mount.as_raw_fd(), (&raw mut handle).cast(), flags) };
+        if fd < 0 {
+            return match nix::errno::Errno::last() {
+                nix::errno::Errno::ESTALE | nix::errno::Errno::ENOENT => ById::Gone,
+                _ => {
+                    self.by_id = None; // EPERM without CAP_DAC_READ_SEARCH, or no support: do not ask again
+                    ById::Unsupported
+                }
+            };
+        }
+        // SAFETY: fd was just returned by the kernel and nothing else owns it.
+        let dir = unsafe { File::from_raw_fd(fd) };
+        let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
+            return ById::Unsupported;
+        };
+        match target.strip_prefix(root) {
+            Ok(below) => ById::Path(format!("/{}", below.display())),
+            Err(_) => ById::Unsupported, // mounted elsewhere in this namespace than the root tcpkit uses
+        }
     }
 
     fn rescan(&mut self) {
@@ -258,18 +323,46 @@ mod tests {
         assert_eq!(Identity::from_path("/user.slice").column(), "-");
     }
 
-    #[test]
-    fn resolves_a_real_cgroup_and_remembers_unknown_ids() {
-        let mut cache = CgroupCache::new();
-        let Some(root) = cache.root.clone() else { panic!("no cgroup v2 hierarchy is mounted") };
-        let dir = root.join(format!("tcpkit-unit-{}.service", std::process::id()));
+    /// Makes a cgroup named NAME-<pid>.service under the root; returns its path, id and unit name.
+    fn real_cgroup(root: &Path, name: &str) -> (PathBuf, u64, String) {
+        let unit = format!("{name}-{}.service", std::process::id());
+        let dir = root.join(&unit);
         std::fs::create_dir(&dir).expect("making a cgroup (as root)");
         let id = std::fs::metadata(&dir).unwrap().ino();
-        let unit = format!("tcpkit-unit-{}.service", std::process::id());
-        let found = cache.lookup(id).map(|i| (i.cgroup.clone(), i.unit.clone()));
+        (dir, id, unit)
+    }
+
+    #[test]
+    fn resolves_real_cgroups_by_id_and_by_walking() {
+        for by_id in [true, false] {
+            let mut cache = CgroupCache::new();
+            let Some(root) = cache.root.clone() else { panic!("no cgroup v2 hierarchy is mounted") };
+            if !by_id {
+                cache.by_id = None; // as without CAP_DAC_READ_SEARCH
+            }
+            let name = if by_id { "tcpkit-by-id" } else { "tcpkit-walk" };
+            let (dir, id, unit) = real_cgroup(&root, name);
+            let found = cache.lookup(id).map(|i| (i.cgroup.clone(), i.unit.clone()));
+            assert_eq!(found, Some((format!("/{unit}"), Some(unit))), "by id: {by_id}");
+            assert!(cache.lookup(u64::MAX - 1).is_none(), "an id no cgroup has");
+            assert!(cache.lookup(0).is_none());
+            // Made right after a lookup: by id it is found at once; a walk waits for the rate limit.
+            let (newer, newer_id, newer_unit) = real_cgroup(&root, &format!("{name}-newer"));
+            let found = cache.lookup(newer_id).and_then(|i| i.unit.clone());
+            assert_eq!(found, by_id.then_some(newer_unit), "by id: {by_id}");
+            // Gone: the kernel says so by id; the walk no longer finds it.
+            std::fs::remove_dir(&dir).unwrap();
+            std::fs::remove_dir(&newer).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_cgroup_gone_before_its_first_lookup_is_remembered_as_unknown() {
+        let mut cache = CgroupCache::new();
+        let root = cache.root.clone().expect("a cgroup v2 hierarchy");
+        let (dir, id, _) = real_cgroup(&root, "tcpkit-gone");
         std::fs::remove_dir(&dir).unwrap();
-        assert_eq!(found, Some((format!("/{unit}"), Some(unit))));
-        assert!(cache.lookup(u64::MAX - 1).is_none(), "an id no cgroup has");
-        assert!(cache.lookup(0).is_none());
+        assert!(cache.lookup(id).is_none());
+        assert!(matches!(cache.known.get(&id), Some(None)), "remembered, so no walk is made for it again");
     }
 }
