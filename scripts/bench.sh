@@ -3,9 +3,10 @@
 # and bpftrace (the reference peer), interleaved; every event printed or not; start-up; peak RSS; CPU per
 # event; scaling with client threads and ring size. Prints a table, writes target/bench/results.json.
 #
-#   scripts/bench.sh [--with-bpftrace] [--baseline REV] [-- benchmark options]    e.g. -- --rounds 5
+#   scripts/bench.sh [--with-peers] [--baseline REV] [-- benchmark options]    e.g. -- --rounds 5
 #
-# --with-bpftrace installs bpftrace with apt when missing; without it, a missing bpftrace skips its row.
+# --with-peers installs the peers with apt when missing: bpftrace, and Debian's libbpf-tools (tcplife and
+# tcpstates get rows); without it, a missing peer skips its rows. (--with-bpftrace is the old name.)
 # --baseline REV builds that git revision (in target/bench/baseline, a worktree) and measures its accept and
 # tracer in the same run, interleaved with the rest: before/after a change as same-run ratios.
 # `scripts/bench.sh -- --help` lists the benchmark's options. Run it on an otherwise idle machine.
@@ -13,14 +14,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 all_args=("$@")
-with_bpftrace=0
+with_peers=0
 baseline=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --with-bpftrace) with_bpftrace=1; shift ;;
+    --with-peers | --with-bpftrace) with_peers=1; shift ;;
     --baseline) baseline=${2:?--baseline needs a git revision}; shift 2 ;;
     --) shift; break ;;
-    *) echo "bench: unknown option $1 (usage: scripts/bench.sh [--with-bpftrace] [--baseline REV] [-- benchmark options])" >&2; exit 2 ;;
+    *) echo "bench: unknown option $1 (usage: scripts/bench.sh [--with-peers] [--baseline REV] [-- benchmark options])" >&2; exit 2 ;;
   esac
 done
 
@@ -29,10 +30,10 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "bench: tcpkit loads BPF programs; re-running as root" >&2
   exec sudo -E "$0" "${all_args[@]}"
 fi
-if [ "$with_bpftrace" = 1 ] && ! command -v bpftrace >/dev/null 2>&1; then
-  echo "bench: installing bpftrace"
+if [ "$with_peers" = 1 ] && ! { command -v bpftrace && command -v tcplife; } >/dev/null 2>&1; then
+  echo "bench: installing bpftrace and libbpf-tools"
   apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends bpftrace
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends bpftrace libbpf-tools
 fi
 cargo build --release --bin tcpkit
 extra=()

@@ -19,17 +19,20 @@ use std::time::Duration;
 
 use clap::Parser;
 
+mod bpf_cost;
 mod load;
 mod machine;
 mod measure;
 mod report;
+mod soak;
 mod watch;
 
+use bpf_cost::bpf_costs;
 use load::Shape;
 use machine::machine_info;
 use measure::{compare, scale, time_startups};
 use report::{machine_line, Report};
-use watch::{Bench, Watcher};
+use watch::{Bench, Sub, Watcher};
 
 /// The longest a tracer may take to be ready (header printed, programs attached).
 const READY_LIMIT: Duration = Duration::from_secs(10);
@@ -66,6 +69,13 @@ struct Options {
     /// Skip the scaling runs
     #[arg(long)]
     no_scaling: bool,
+    /// Run only the soak instead: `tcpkit tracer --failed -L -o json` at the ceiling for this many seconds,
+    /// sampled every 30 s (RSS, per-socket state, events/s, CPU per event), then its totals
+    #[arg(long, value_name = "SECONDS")]
+    soak: Option<u64>,
+    /// Runs per tracer of the BPF time per connection (bpf_stats); 0 skips it
+    #[arg(long, default_value_t = 5)]
+    bpf_runs: usize,
     /// Leave the load's threads to the scheduler instead of pinning each one to a CPU
     #[arg(long)]
     no_pin: bool,
@@ -82,6 +92,21 @@ struct Options {
     /// Passed by `cargo bench`; ignored
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+/// Whose BPF time per connection is measured: every tcpkit row, and the baseline build's when there is one.
+fn bpf_watchers(options: &Options) -> Vec<Watcher> {
+    if options.bpf_runs == 0 {
+        return Vec::new();
+    }
+    let mut watchers: Vec<Watcher> = [Sub::Accept, Sub::Tracer, Sub::TracerFailedLifespan, Sub::TracerJson]
+        .into_iter()
+        .map(|sub| Watcher::Tcpkit { sub, ring: None })
+        .collect();
+    if options.baseline.is_some() {
+        watchers.extend([Watcher::Baseline(Sub::Accept), Watcher::Baseline(Sub::Tracer)]);
+    }
+    watchers
 }
 
 fn main() -> ExitCode {
@@ -108,11 +133,17 @@ fn run(options: &Options) -> io::Result<()> {
 
     // One untraced run first, unreported: thread stacks, page cache and socket caches get warm.
     bench.measure(&Watcher::Untraced, bench.load(options.threads))?;
+    if let Some(seconds) = options.soak {
+        let soak = soak::soak(&mut bench, Duration::from_secs(seconds))?;
+        print!("{}", report::soak_table(&machine, &soak));
+        return Ok(());
+    }
     let comparison = compare(&mut bench, options)?;
     let startup = time_startups(&bench, options.startups)?;
+    let bpf = bpf_costs(&mut bench, &bpf_watchers(options), options.bpf_runs)?;
     let scaling = if options.no_scaling { Vec::new() } else { scale(&mut bench)? };
 
-    let report = Report { machine, options, comparison, startup, scaling };
+    let report = Report { machine, options, comparison, startup, scaling, bpf };
     print!("{}", report.table());
     let path = bench.dir.join("results.json");
     fs::write(&path, serde_json::to_string_pretty(&report.json()).expect("JSON of plain values") + "\n")?;

@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 
 use crate::load::Load;
 use crate::machine::find_in_path;
-use crate::watch::{background_share, count_lines, other_processes_cpu, stop, Bench, Run, Sub, Watcher};
+use crate::watch::{background_share, count_lines, other_processes_cpu, stop, Bench, LibbpfTool, Run, Sub, Watcher};
 use crate::{Options, BUSY_SHARE, CONTROL, PAIR_ATTEMPTS, READY_LIMIT, SMALL_RING};
 
 /// The longest wait for a quiet machine before a pair (see BUSY_SHARE).
@@ -18,7 +18,9 @@ const QUIET_WAIT: Duration = Duration::from_secs(30);
 /// Client threads of the scaling runs.
 const SCALING_THREADS: [usize; 3] = [1, 2, 4];
 /// Why the bpftrace row is missing, when it is.
-const BPFTRACE_MISSING: &str = "skipped: bpftrace not installed (scripts/bench.sh --with-bpftrace installs it)";
+const BPFTRACE_MISSING: &str = "skipped: bpftrace not installed (scripts/bench.sh --with-peers installs it)";
+const LIBBPF_TOOLS_MISSING: &str =
+    "skipped: libbpf-tools not installed (scripts/bench.sh --with-peers installs Debian's)";
 
 /// An untraced run and the traced run next to it.
 #[derive(Clone, Debug)]
@@ -78,6 +80,8 @@ pub(crate) struct Comparison {
     pub(crate) rows: Vec<(String, Vec<Pair>)>,
     /// Why there is no bpftrace row, when there is none.
     pub(crate) bpftrace_skipped: Option<&'static str>,
+    /// Why there are no libbpf-tools rows, when there are none.
+    pub(crate) libbpf_tools_skipped: Option<&'static str>,
 }
 
 pub(crate) fn compare(bench: &mut Bench, options: &Options) -> io::Result<Comparison> {
@@ -95,6 +99,12 @@ pub(crate) fn compare(bench: &mut Bench, options: &Options) -> io::Result<Compar
     if let Some(path) = &bpftrace {
         watchers.push(Watcher::Bpftrace(path.clone()));
     }
+    let libbpf_tools: Vec<Watcher> = LibbpfTool::ALL
+        .into_iter()
+        .filter_map(|tool| find_in_path(tool.name()).map(|path| Watcher::Libbpf(tool, path)))
+        .collect();
+    let libbpf_missing = libbpf_tools.is_empty();
+    watchers.extend(libbpf_tools);
     // The control compares two untraced runs exactly as a traced run is compared with its untraced one: its
     // ratio, which should be 1, shows how far the method itself can be off on this machine.
     watchers.insert(0, Watcher::Untraced);
@@ -109,7 +119,11 @@ pub(crate) fn compare(bench: &mut Bench, options: &Options) -> io::Result<Compar
             pairs.push(measure_pair(bench, watcher, load, round % 2 == 0)?);
         }
     }
-    Ok(Comparison { rows, bpftrace_skipped: bpftrace.is_none().then_some(BPFTRACE_MISSING) })
+    Ok(Comparison {
+        rows,
+        bpftrace_skipped: bpftrace.is_none().then_some(BPFTRACE_MISSING),
+        libbpf_tools_skipped: libbpf_missing.then_some(LIBBPF_TOOLS_MISSING),
+    })
 }
 
 /// Start-up times (exec to header line) of each subcommand, interleaved; each after a quiet moment.

@@ -10,6 +10,7 @@ use nix::libc;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::bpf_cost::{counters_of, ProgCounters};
 use crate::load::{run_load, Load, LoadResult, Shape};
 use crate::report::progress_line;
 use crate::{Options, READY_LIMIT};
@@ -24,6 +25,26 @@ const QUIET: Duration = Duration::from_millis(300);
 const BPFTRACE_PROGRAM: &str = r#"BEGIN { printf("ready\n"); }
 tracepoint:sock:inet_sock_set_state { printf("E %d %s %d %d\n", pid, comm, args->oldstate, args->newstate); }"#;
 
+/// Debian's libbpf-tools as peers: tcplife prints a line per ended connection (and takes -p, as tcpkit does
+/// here), tcpstates a line per state change of any TCP socket. Both attach to sock:inet_sock_set_state, so
+/// they run on kernels without kprobes, and write through perf buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LibbpfTool {
+    Tcplife,
+    Tcpstates,
+}
+
+impl LibbpfTool {
+    pub(crate) const ALL: [LibbpfTool; 2] = [LibbpfTool::Tcplife, LibbpfTool::Tcpstates];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            LibbpfTool::Tcplife => "tcplife",
+            LibbpfTool::Tcpstates => "tcpstates",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Sub {
     Accept,
@@ -36,6 +57,8 @@ pub(crate) enum Sub {
     /// `tcpkit tracer -o json`, as the DaemonSet runs it: identity, lifespan and JSON on every event.
     /// --debug, because JSON has no header: its "using the ... backend" line says when it is attached.
     TracerJson,
+    /// `tcpkit tracer --failed -L -o json` (--debug for its ready line): the soak's tracer, everything on.
+    TracerSoak,
 }
 
 impl Sub {
@@ -46,6 +69,7 @@ impl Sub {
             Sub::TracerFailedLifespan => "tracer --failed -L",
             Sub::TracerContainer => "tracer -C",
             Sub::TracerJson => "tracer -o json --debug",
+            Sub::TracerSoak => "tracer --failed -L -o json --debug",
         }
     }
 
@@ -59,17 +83,17 @@ impl Sub {
         match self {
             Sub::Accept => 1,
             Sub::Tracer | Sub::TracerFailedLifespan | Sub::TracerContainer => 2,
-            Sub::TracerJson => 0,
+            Sub::TracerJson | Sub::TracerSoak => 0,
         }
     }
 
     /// Events the load makes tcpkit print. Every accept is one; tracer adds a connect and a close for every
     /// client end that connected, and a close for every accepted server end (a connection the kernel dropped
     /// from a full queue has no server end, hence connects and accepts counted apart).
-    fn expected_events(self, load: &LoadResult) -> u64 {
+    pub(crate) fn expected_events(self, load: &LoadResult) -> u64 {
         match self {
             Sub::Accept => load.accepted,
-            Sub::Tracer | Sub::TracerFailedLifespan | Sub::TracerContainer | Sub::TracerJson => {
+            Sub::Tracer | Sub::TracerFailedLifespan | Sub::TracerContainer | Sub::TracerJson | Sub::TracerSoak => {
                 2 * load.connected + 2 * load.accepted
             }
         }
@@ -86,6 +110,7 @@ pub(crate) enum Watcher {
     /// The same subcommand from the --baseline binary: an earlier build, measured in the same run.
     Baseline(Sub),
     Bpftrace(PathBuf),
+    Libbpf(LibbpfTool, PathBuf),
 }
 
 impl Watcher {
@@ -96,12 +121,16 @@ impl Watcher {
             Watcher::Tcpkit { sub, ring: Some(ring) } => format!("tcpkit {} --ring-size {ring}", sub.name()),
             Watcher::Baseline(sub) => format!("tcpkit {} (baseline build)", sub.name()),
             Watcher::Bpftrace(_) => "bpftrace".into(),
+            Watcher::Libbpf(tool, _) => format!("libbpf-tools {}", tool.name()),
         }
     }
 }
 
+/// Connections made, and a tracer's program counters before and after them.
+pub(crate) type BpfSnapshots = (u64, (Vec<ProgCounters>, Vec<ProgCounters>));
+
 /// A running tracer whose stdout goes to a file (the fastest place it can write to).
-struct Session {
+pub(crate) struct Session {
     pid: Pid,
     out: PathBuf,
     err: PathBuf,
@@ -114,12 +143,17 @@ struct Session {
 enum OutputKind {
     Tcpkit(Sub),
     Bpftrace,
+    /// A header line, which stdio holds back in a file until exit: ready is read from its descriptors.
+    Libbpf,
 }
 
 impl OutputKind {
-    fn is_ready(self, text: &str, stderr: &str) -> bool {
+    fn is_ready(self, text: &str, stderr: &str, pid: Pid) -> bool {
         match self {
-            OutputKind::Tcpkit(Sub::TracerJson) => stderr.lines().any(|l| l.starts_with("tcpkit: using the ")),
+            OutputKind::Libbpf => attached_and_reading(pid),
+            OutputKind::Tcpkit(sub) if sub.header_lines() == 0 => {
+                stderr.lines().any(|l| l.starts_with("tcpkit: using the "))
+            }
             OutputKind::Tcpkit(sub) => count_lines(text.as_bytes()) >= sub.header_lines(),
             OutputKind::Bpftrace => text.lines().any(|l| l == "ready"),
         }
@@ -128,11 +162,12 @@ impl OutputKind {
     fn events(self, text: &str) -> u64 {
         match self {
             // JSON's records of losses are not events.
-            OutputKind::Tcpkit(Sub::TracerJson) => {
+            OutputKind::Tcpkit(sub) if sub.header_lines() == 0 => {
                 text.lines().filter(|l| !l.starts_with("{\"type\":\"lost\"")).count() as u64
             }
             OutputKind::Tcpkit(sub) => count_lines(text.as_bytes()).saturating_sub(sub.header_lines()),
             OutputKind::Bpftrace => text.lines().filter(|l| l.starts_with("E ")).count() as u64,
+            OutputKind::Libbpf => count_lines(text.as_bytes()).saturating_sub(1),
         }
     }
 
@@ -145,8 +180,23 @@ impl OutputKind {
             OutputKind::Bpftrace => {
                 stdout.lines().chain(stderr.lines()).filter_map(|l| number_between(l, "Lost ", " events")).sum()
             }
+            // "lost 12 events on CPU #1"
+            OutputKind::Libbpf => stderr.lines().filter_map(|l| number_between(l, "lost ", " events")).sum(),
         }
     }
+}
+
+/// A libbpf tool is ready once it holds a BPF link (its program is attached) and an epoll descriptor (its
+/// perf buffer exists, so what the program sends from now on is kept).
+fn attached_and_reading(pid: Pid) -> bool {
+    let targets: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect();
+    targets.iter().any(|t| t == "anon_inode:bpf_link") && targets.iter().any(|t| t == "anon_inode:[eventpoll]")
 }
 
 fn number_between(line: &str, before: &str, after: &str) -> Option<u64> {
@@ -250,29 +300,7 @@ impl Bench {
     /// One run of the load under `watcher`; a tracer is ready before the load starts and has printed
     /// everything before it is stopped.
     pub(crate) fn measure(&mut self, watcher: &Watcher, load: Load) -> io::Result<Run> {
-        self.runs += 1;
-        let words: Vec<String> = watcher
-            .label()
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(str::to_string)
-            .collect();
-        let name = format!("{:02}-{}", self.runs, words.join("-"));
-        let session = match watcher {
-            Watcher::Untraced => None,
-            Watcher::Tcpkit { sub, ring } => {
-                Some(self.start(self.tcpkit_command(*sub, *ring), &name, OutputKind::Tcpkit(*sub))?)
-            }
-            Watcher::Baseline(sub) => {
-                let binary = self.baseline.as_deref().expect("a baseline row only with --baseline");
-                Some(self.start(Self::command_of(binary, *sub, None), &name, OutputKind::Tcpkit(*sub))?)
-            }
-            Watcher::Bpftrace(path) => {
-                let mut command = Command::new(path);
-                command.args(["-e", BPFTRACE_PROGRAM]).stdin(Stdio::null());
-                Some(self.start(command, &name, OutputKind::Bpftrace)?)
-            }
-        };
+        let session = self.start_watcher(watcher)?;
         let exclude = [Pid::this(), session.as_ref().map_or(Pid::this(), |s| s.pid)];
         let before = other_processes_cpu(&exclude);
         let result = run_load(load)?;
@@ -289,6 +317,61 @@ impl Bench {
         Ok(run)
     }
 
+    /// One run of the load under a tracer, with its BPF programs' counters (bpf_stats must be on) just
+    /// before and just after the load. Returns the connections made and the two snapshots.
+    pub(crate) fn measure_bpf(&mut self, watcher: &Watcher, load: Load) -> io::Result<BpfSnapshots> {
+        let session = self.start_watcher(watcher)?.ok_or_else(|| io::Error::other("no tracer to measure"))?;
+        let before = counters_of(session.pid);
+        let result = run_load(load)?;
+        let after = counters_of(session.pid);
+        let traced = session.finish(None)?;
+        if !traced.exited_ok {
+            return Err(io::Error::other(format!("{} ended badly: {}", watcher.label(), traced.exit)));
+        }
+        eprintln!("overhead:   {:<34} bpf_stats over {} connections", watcher.label(), result.connected);
+        Ok((result.connected, (before, after)))
+    }
+
+    /// A tcpkit subcommand started and ready, for a caller that drives the load itself (the soak).
+    pub(crate) fn start_session(&mut self, sub: Sub) -> io::Result<Session> {
+        self.start_watcher(&Watcher::Tcpkit { sub, ring: None })?.ok_or_else(|| io::Error::other("no session"))
+    }
+
+    /// Starts what watches a run (nothing for the untraced run) and waits until it is ready.
+    fn start_watcher(&mut self, watcher: &Watcher) -> io::Result<Option<Session>> {
+        self.runs += 1;
+        let words: Vec<String> = watcher
+            .label()
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect();
+        let name = format!("{:02}-{}", self.runs, words.join("-"));
+        Ok(match watcher {
+            Watcher::Untraced => None,
+            Watcher::Tcpkit { sub, ring } => {
+                Some(self.start(self.tcpkit_command(*sub, *ring), &name, OutputKind::Tcpkit(*sub))?)
+            }
+            Watcher::Baseline(sub) => {
+                let binary = self.baseline.as_deref().expect("a baseline row only with --baseline");
+                Some(self.start(Self::command_of(binary, *sub, None), &name, OutputKind::Tcpkit(*sub))?)
+            }
+            Watcher::Bpftrace(path) => {
+                let mut command = Command::new(path);
+                command.args(["-e", BPFTRACE_PROGRAM]).stdin(Stdio::null());
+                Some(self.start(command, &name, OutputKind::Bpftrace)?)
+            }
+            Watcher::Libbpf(tool, path) => {
+                let mut command = Command::new(path);
+                if *tool == LibbpfTool::Tcplife {
+                    command.arg("-p").arg(std::process::id().to_string());
+                }
+                command.stdin(Stdio::null());
+                Some(self.start(command, &name, OutputKind::Libbpf)?)
+            }
+        })
+    }
+
     /// Starts a tracer with its output in target/bench/NAME.out and .err, and waits until it is ready.
     fn start(&self, mut command: Command, name: &str, kind: OutputKind) -> io::Result<Session> {
         let out = self.dir.join(format!("{name}.out"));
@@ -298,7 +381,7 @@ impl Bench {
         let deadline = Instant::now() + READY_LIMIT;
         loop {
             let read = |path: &Path| fs::read_to_string(path).unwrap_or_default();
-            if kind.is_ready(&read(&out), &read(&err)) {
+            if kind.is_ready(&read(&out), &read(&err), pid) {
                 let (cpu_at_ready, switches_at_ready) = (cpu_time_so_far(pid), voluntary_switches(pid));
                 return Ok(Session { pid, out, err, kind, cpu_at_ready, switches_at_ready });
             }
@@ -320,8 +403,12 @@ impl Bench {
 }
 
 impl Session {
+    pub(crate) fn pid(&self) -> Pid {
+        self.pid
+    }
+
     /// Waits until the output is complete, then stops the tracer and collects what it did.
-    fn finish(self, expected: Option<u64>) -> io::Result<Traced> {
+    pub(crate) fn finish(self, expected: Option<u64>) -> io::Result<Traced> {
         let target_lines = match (self.kind, expected) {
             (OutputKind::Tcpkit(sub), Some(n)) => Some(n + sub.header_lines()),
             _ => None,
@@ -438,7 +525,7 @@ fn wait4(pid: Pid, flags: i32) -> io::Result<Option<Exit>> {
 
 /// CPU time the process has used so far, from each thread's time on a CPU in /proc/PID/task/*/schedstat
 /// (ns; the same clock wait4's user+sys total comes from).
-fn cpu_time_so_far(pid: Pid) -> Duration {
+pub(crate) fn cpu_time_so_far(pid: Pid) -> Duration {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return Duration::ZERO };
     let ns: u64 = tasks
         .flatten()

@@ -179,39 +179,62 @@ struct sock_key {
 	__u16 rport;
 };
 
-/* An MPTCP subflow is a TCP socket inside the kernel; the application asked for MPTCP, not TCP. */
-static __always_inline bool is_mptcp_subflow(const struct sock *sk)
-{
-	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
-
-	if (!bpf_core_field_exists(tp->is_mptcp))
-		return false;
-	return BPF_CORE_READ_BITFIELD_PROBED(tp, is_mptcp);
-}
-
 /*
  * A field of struct sock. `btf` says sk is a BTF pointer (a tp_btf or fexit argument), which the verifier
  * lets a program read with a plain load; any other sk (from a syscall's fd table, a kretprobe) is read
  * through bpf_probe_read_kernel, a helper call per field and several times slower. `btf` is a constant at
- * every call site, so each inlined copy keeps one branch. Fields beyond struct sock (inet_sport, is_mptcp)
- * are always probed: the verifier bounds a BTF pointer by its type.
+ * every call site, so each inlined copy keeps one branch.
  */
 #define SK_READ(btf, sk, field) ((btf) ? (sk)->field : BPF_CORE_READ(sk, field))
+
+/*
+ * The TCP socket around a BTF sk, itself a BTF pointer: the verifier bounds a BTF pointer by its type, so
+ * the fields beyond struct sock (inet_sport, is_mptcp, the byte counters) are plain loads only through the
+ * tcp_sock that bpf_skc_to_tcp_sock returns. One helper call instead of a probed read per field. NULL for
+ * what is not a full TCP socket.
+ */
+static __always_inline const struct tcp_sock *tcp_of(const struct sock *sk)
+{
+	return (const struct tcp_sock *)bpf_skc_to_tcp_sock((void *)sk);
+}
+
+/* An MPTCP subflow is a TCP socket inside the kernel; the application asked for MPTCP, not TCP. `tp` is a
+ * BTF pointer from tcp_of(), or NULL to read sk through probes. */
+static __always_inline bool is_mptcp_subflow(const struct sock *sk, const struct tcp_sock *tp)
+{
+	const struct tcp_sock *probed = (const struct tcp_sock *)sk;
+
+	if (!bpf_core_field_exists(probed->is_mptcp))
+		return false;
+	if (tp)
+		return BPF_CORE_READ_BITFIELD(tp, is_mptcp);
+	return BPF_CORE_READ_BITFIELD_PROBED(probed, is_mptcp);
+}
 
 /* Reads the socket's identity; false if it is not a plain IPv4/IPv6 TCP stream socket. */
 static __always_inline bool read_sock_key(const struct sock *sk, struct sock_key *key, bool btf)
 {
+	const struct tcp_sock *tp = NULL;
+
 	if (!sk)
 		return false;
 	if (SK_READ(btf, sk, sk_protocol) != IPPROTO_TCP || SK_READ(btf, sk, sk_type) != SOCK_STREAM)
 		return false;
-	if (is_mptcp_subflow(sk))
+	if (btf) {
+		tp = tcp_of(sk);
+		if (!tp)
+			return false;
+	}
+	if (is_mptcp_subflow(sk, tp))
 		return false;
 	key->family = SK_READ(btf, sk, __sk_common.skc_family);
 	if (key->family != AF_INET && key->family != AF_INET6)
 		return false;
 	/* Not skc_num: a socket going to CLOSE gives its port back (skc_num = 0) before the state change. */
-	key->lport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	if (tp)
+		key->lport = bpf_ntohs(((const struct inet_sock *)tp)->inet_sport);
+	else
+		key->lport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
 	key->rport = bpf_ntohs(SK_READ(btf, sk, __sk_common.skc_dport));
 	if (btf)
 		key->netns = sk->__sk_common.skc_net.net->ns.inum;

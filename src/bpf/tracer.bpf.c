@@ -96,7 +96,9 @@ static __always_inline void accepted(const struct sock *sk, const struct sock_ke
 
 static __always_inline bool is_plain_tcp(const struct sock *sk)
 {
-	return sk->sk_type == SOCK_STREAM && !is_mptcp_subflow(sk);
+	const struct tcp_sock *tp = tcp_of(sk);
+
+	return sk->sk_type == SOCK_STREAM && tp && !is_mptcp_subflow(sk, tp);
 }
 
 /* The connect() call of the current thread, if it is on this socket. */
@@ -129,9 +131,12 @@ static __always_inline void connect_started(const struct sock *sk)
 	}
 }
 
+/* Bytes the peer acknowledged; 0 for what tcp_of() does not see as a TCP socket. */
 static __always_inline __u64 bytes_acked(const struct sock *sk)
 {
-	return BPF_CORE_READ((const struct tcp_sock *)sk, bytes_acked);
+	const struct tcp_sock *tp = tcp_of(sk);
+
+	return tp ? tp->bytes_acked : 0;
 }
 
 /* SYN_SENT -> ESTABLISHED: usually in softirq, so the task is the one remembered at connect(). */
@@ -231,8 +236,9 @@ static __always_inline __u8 end_kind(const struct sock *sk, int new)
 static __always_inline void fill_lifespan(struct event *e, const struct sock *sk, const struct owner *owner,
 					  int old, int new)
 {
-	__u64 received = BPF_CORE_READ((const struct tcp_sock *)sk, bytes_received);
-	__u64 acked = bytes_acked(sk);
+	const struct tcp_sock *tp = tcp_of(sk);
+	__u64 received = tp ? tp->bytes_received : 0;
+	__u64 acked = tp ? tp->bytes_acked : 0;
 
 	e->end = end_kind(sk, new);
 	if (owner && owner->start_ns)
@@ -375,7 +381,7 @@ int tp_sys_enter_connect(struct syscall_enter_ctx *ctx)
 	sock = BPF_CORE_READ(sk, sk_socket);
 	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE || BPF_CORE_READ(sock, state) != SS_UNCONNECTED)
 		return 0;
-	if (is_mptcp_subflow(sk))
+	if (is_mptcp_subflow(sk, NULL))
 		return 0;
 	if (!read_connect_target((const void *)ctx->args[1], BPF_CORE_READ(sk, __sk_common.skc_family), &call))
 		return 0;
