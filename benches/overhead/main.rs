@@ -69,6 +69,9 @@ struct Options {
     /// Skip the scaling runs
     #[arg(long)]
     no_scaling: bool,
+    /// Leave out the peers (bpftrace, libbpf-tools) even when installed
+    #[arg(long)]
+    no_peers: bool,
     /// Run only the soak instead: `tcpkit tracer --failed -L -o json` at the ceiling for this many seconds,
     /// sampled every 30 s (RSS, per-socket state, events/s, CPU per event), then its totals
     #[arg(long, value_name = "SECONDS")]

@@ -19,6 +19,7 @@ const QUIET_WAIT: Duration = Duration::from_secs(30);
 const SCALING_THREADS: [usize; 3] = [1, 2, 4];
 /// Why the bpftrace row is missing, when it is.
 const BPFTRACE_MISSING: &str = "skipped: bpftrace not installed (scripts/bench.sh --with-peers installs it)";
+const PEERS_LEFT_OUT: &str = "left out (--no-peers)";
 const LIBBPF_TOOLS_MISSING: &str =
     "skipped: libbpf-tools not installed (scripts/bench.sh --with-peers installs Debian's)";
 
@@ -95,13 +96,14 @@ pub(crate) fn compare(bench: &mut Bench, options: &Options) -> io::Result<Compar
     if bench.baseline.is_some() {
         watchers.extend([Watcher::Baseline(Sub::Accept), Watcher::Baseline(Sub::Tracer)]);
     }
-    let bpftrace = find_in_path("bpftrace");
+    let find = |name: &str| if options.no_peers { None } else { find_in_path(name) };
+    let bpftrace = find("bpftrace");
     if let Some(path) = &bpftrace {
         watchers.push(Watcher::Bpftrace(path.clone()));
     }
     let libbpf_tools: Vec<Watcher> = LibbpfTool::ALL
         .into_iter()
-        .filter_map(|tool| find_in_path(tool.name()).map(|path| Watcher::Libbpf(tool, path)))
+        .filter_map(|tool| find(tool.name()).map(|path| Watcher::Libbpf(tool, path)))
         .collect();
     let libbpf_missing = libbpf_tools.is_empty();
     watchers.extend(libbpf_tools);
@@ -121,8 +123,16 @@ pub(crate) fn compare(bench: &mut Bench, options: &Options) -> io::Result<Compar
     }
     Ok(Comparison {
         rows,
-        bpftrace_skipped: bpftrace.is_none().then_some(BPFTRACE_MISSING),
-        libbpf_tools_skipped: libbpf_missing.then_some(LIBBPF_TOOLS_MISSING),
+        bpftrace_skipped: bpftrace.is_none().then_some(if options.no_peers {
+            PEERS_LEFT_OUT
+        } else {
+            BPFTRACE_MISSING
+        }),
+        libbpf_tools_skipped: libbpf_missing.then_some(if options.no_peers {
+            PEERS_LEFT_OUT
+        } else {
+            LIBBPF_TOOLS_MISSING
+        }),
     })
 }
 

@@ -5,7 +5,7 @@
 char LICENSE[] SEC("license") = "GPL";
 
 static __always_inline void accepted(const struct sock *sk, const struct sock_key *key,
-				     const struct task_info *task, __u8 hook, bool btf)
+				     const struct task_info *task, __u8 hook, int btf)
 {
 	submit_sock_event(sk, key, task, TASK_CURRENT, EVENT_ACCEPT, hook, btf);
 }

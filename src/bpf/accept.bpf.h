@@ -13,7 +13,7 @@
  *
  * The object that includes this file defines, before including it,
  *   static __always_inline void accepted(const struct sock *sk, const struct sock_key *key,
- *                                        const struct task_info *task, __u8 hook, bool btf);
+ *                                        const struct task_info *task, __u8 hook, int btf);
  * called once per accept that passed every filter, in the accepting task; btf as in SK_READ.
  */
 #ifndef __ACCEPT_BPF_H
@@ -32,7 +32,7 @@ struct {
 	__type(value, __u64);
 } seen_by_hook SEC(".maps");
 
-static __always_inline void report_accept(const struct sock *sk, __u64 pid_tgid, __u8 hook, bool btf)
+static __always_inline void report_accept(const struct sock *sk, __u64 pid_tgid, __u8 hook, int btf)
 {
 	struct sock_key key = {};
 	struct task_info task;
@@ -43,7 +43,7 @@ static __always_inline void report_accept(const struct sock *sk, __u64 pid_tgid,
 	accepted(sk, &key, &task, hook, btf);
 }
 
-static __always_inline int on_kernel_accept(struct sock *newsk, __u8 hook, bool btf)
+static __always_inline int on_kernel_accept(struct sock *newsk, __u8 hook, int btf)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid;
@@ -102,8 +102,9 @@ static __always_inline struct file **current_fd_array(unsigned int *max_fds)
 }
 
 /*
- * The sock behind a file descriptor of the current task, or NULL if fd is not a socket. From the file on,
- * every pointer is read with bpf_probe_read_kernel: the verifier does not follow `struct file **`.
+ * The sock behind a file descriptor of the current task, or NULL if fd is not a socket. The verifier does
+ * not follow `struct file **`, so the file is read with bpf_probe_read_kernel; from there on, with plain
+ * loads where the kernel can cast (SK_CAST), else with probes.
  */
 static __always_inline struct sock *sock_of_fd(long fd)
 {
@@ -119,6 +120,18 @@ static __always_inline struct sock *sock_of_fd(long fd)
 	if (!file)
 		return NULL;
 	/* Another thread may have closed and reused the fd: accept only a socket that points back at it. */
+	if (can_cast()) {
+		const struct socket *s;
+
+		sock = bpf_core_cast(file, struct file)->private_data;
+		s = bpf_core_cast(sock, struct socket);
+		if (!sock || s->file != file)
+			return NULL;
+		sk = s->sk;
+		if (!sk || bpf_core_cast(sk, struct sock)->sk_socket != sock)
+			return NULL;
+		return sk;
+	}
 	sock = BPF_CORE_READ(file, private_data);
 	if (!sock || BPF_CORE_READ(sock, file) != file)
 		return NULL;
@@ -126,6 +139,15 @@ static __always_inline struct sock *sock_of_fd(long fd)
 	if (!sk || BPF_CORE_READ(sk, sk_socket) != sock)
 		return NULL;
 	return sk;
+}
+
+/* An accept found through an fd: its sock read with plain loads where the kernel can cast it (6.2+). */
+static __always_inline void report_fd_accept(struct sock *sk, __u64 pid_tgid)
+{
+	if (can_cast())
+		report_accept(bpf_core_cast(sk, struct sock), pid_tgid, HOOK_TRACEPOINT, SK_CAST);
+	else
+		report_accept(sk, pid_tgid, HOOK_TRACEPOINT, SK_PROBED);
 }
 
 static __always_inline int on_accept_exit(struct syscall_exit_ctx *ctx)
@@ -150,7 +172,7 @@ static __always_inline int on_accept_exit(struct syscall_exit_ctx *ctx)
 		if (reported || !task_wanted(pid_tgid))
 			return 0;
 	}
-	report_accept(sk, pid_tgid, HOOK_TRACEPOINT, false);
+	report_fd_accept(sk, pid_tgid);
 	return 0;
 }
 
@@ -250,7 +272,7 @@ int tp_io_uring_complete(struct trace_event_raw_io_uring_complete *ctx)
 		return 0;
 	sk = sock_of_fd(res);
 	if (sk)
-		report_accept(sk, pid_tgid, HOOK_TRACEPOINT, false);
+		report_fd_accept(sk, pid_tgid);
 	return 0;
 }
 

@@ -180,22 +180,39 @@ struct sock_key {
 };
 
 /*
- * A field of struct sock. `btf` says sk is a BTF pointer (a tp_btf or fexit argument), which the verifier
- * lets a program read with a plain load; any other sk (from a syscall's fd table, a kretprobe) is read
- * through bpf_probe_read_kernel, a helper call per field and several times slower. `btf` is a constant at
- * every call site, so each inlined copy keeps one branch.
+ * How a program reads a struct sock: the `btf` argument of what follows, a constant at every call site, so
+ * each inlined copy keeps one way.
+ *   SK_PROBED  any sk (from a syscall's fd table, a kretprobe) on any kernel: bpf_probe_read_kernel, a
+ *              helper call per field, several times slower than a load;
+ *   SK_BTF     a BTF pointer (a tp_btf or fexit argument): plain loads;
+ *   SK_CAST    any sk made a read-only BTF pointer by bpf_rdonly_cast (6.2+, any program): plain loads
+ *              too, which the kernel guards against a bad address as it does a probe.
  */
+#define SK_PROBED 0
+#define SK_BTF 1
+#define SK_CAST 2
+
 #define SK_READ(btf, sk, field) ((btf) ? (sk)->field : BPF_CORE_READ(sk, field))
 
-/*
- * The TCP socket around a BTF sk, itself a BTF pointer: the verifier bounds a BTF pointer by its type, so
- * the fields beyond struct sock (inet_sport, is_mptcp, the byte counters) are plain loads only through the
- * tcp_sock that bpf_skc_to_tcp_sock returns. One helper call instead of a probed read per field. NULL for
- * what is not a full TCP socket.
- */
-static __always_inline const struct tcp_sock *tcp_of(const struct sock *sk)
+/* Whether this kernel has bpf_rdonly_cast (SK_CAST); false is a constant the verifier prunes with. */
+static __always_inline bool can_cast(void)
 {
-	return (const struct tcp_sock *)bpf_skc_to_tcp_sock((void *)sk);
+	return bpf_ksym_exists(bpf_rdonly_cast);
+}
+
+/*
+ * The TCP socket around sk, read the way `btf` says: the verifier bounds a BTF pointer by its type, so the
+ * fields beyond struct sock (inet_sport, is_mptcp, the byte counters) are plain loads only through a
+ * tcp_sock pointer: bpf_skc_to_tcp_sock's (tracing programs; NULL for what is not a full TCP socket), or
+ * a cast. NULL when reading through probes.
+ */
+static __always_inline const struct tcp_sock *tcp_of(const struct sock *sk, int btf)
+{
+	if (btf == SK_BTF)
+		return (const struct tcp_sock *)bpf_skc_to_tcp_sock((void *)sk);
+	if (btf == SK_CAST)
+		return bpf_core_cast(sk, struct tcp_sock);
+	return NULL;
 }
 
 /* An MPTCP subflow is a TCP socket inside the kernel; the application asked for MPTCP, not TCP. `tp` is a
@@ -212,7 +229,7 @@ static __always_inline bool is_mptcp_subflow(const struct sock *sk, const struct
 }
 
 /* Reads the socket's identity; false if it is not a plain IPv4/IPv6 TCP stream socket. */
-static __always_inline bool read_sock_key(const struct sock *sk, struct sock_key *key, bool btf)
+static __always_inline bool read_sock_key(const struct sock *sk, struct sock_key *key, int btf)
 {
 	const struct tcp_sock *tp = NULL;
 
@@ -221,7 +238,7 @@ static __always_inline bool read_sock_key(const struct sock *sk, struct sock_key
 	if (SK_READ(btf, sk, sk_protocol) != IPPROTO_TCP || SK_READ(btf, sk, sk_type) != SOCK_STREAM)
 		return false;
 	if (btf) {
-		tp = tcp_of(sk);
+		tp = tcp_of(sk, btf);
 		if (!tp)
 			return false;
 	}
@@ -290,7 +307,7 @@ static __always_inline struct event *reserve_event(void)
 /* Fills every field of e for sk; the close and fail fields are zero, for the caller to set. */
 static __always_inline void fill_sock_event(struct event *e, const struct sock *sk, const struct sock_key *key,
 					    const struct task_info *task, __u8 task_source, __u8 type, __u8 hook,
-					    bool btf)
+					    int btf)
 {
 	e->ts_ns = bpf_ktime_get_ns();
 	e->task = *task;
@@ -329,7 +346,7 @@ static __always_inline void submit_event(struct event *e)
 /* Reserves, fills and submits one event for sk; the caller has applied every filter already. */
 static __always_inline void submit_sock_event(const struct sock *sk, const struct sock_key *key,
 					      const struct task_info *task, __u8 task_source, __u8 type, __u8 hook,
-					      bool btf)
+					      int btf)
 {
 	struct event *e = reserve_event();
 

@@ -77,7 +77,7 @@ struct {
 } connect_calls SEC(".maps");
 
 static __always_inline void accepted(const struct sock *sk, const struct sock_key *key,
-				     const struct task_info *task, __u8 hook, bool btf)
+				     const struct task_info *task, __u8 hook, int btf)
 {
 	struct owner owner = { .task = *task, .has_task = true };
 	__u64 id = (__u64)sk;
@@ -96,7 +96,7 @@ static __always_inline void accepted(const struct sock *sk, const struct sock_ke
 
 static __always_inline bool is_plain_tcp(const struct sock *sk)
 {
-	const struct tcp_sock *tp = tcp_of(sk);
+	const struct tcp_sock *tp = tcp_of(sk, SK_BTF);
 
 	return sk->sk_type == SOCK_STREAM && tp && !is_mptcp_subflow(sk, tp);
 }
@@ -134,7 +134,7 @@ static __always_inline void connect_started(const struct sock *sk)
 /* Bytes the peer acknowledged; 0 for what tcp_of() does not see as a TCP socket. */
 static __always_inline __u64 bytes_acked(const struct sock *sk)
 {
-	const struct tcp_sock *tp = tcp_of(sk);
+	const struct tcp_sock *tp = tcp_of(sk, SK_BTF);
 
 	return tp ? tp->bytes_acked : 0;
 }
@@ -236,7 +236,7 @@ static __always_inline __u8 end_kind(const struct sock *sk, int new)
 static __always_inline void fill_lifespan(struct event *e, const struct sock *sk, const struct owner *owner,
 					  int old, int new)
 {
-	const struct tcp_sock *tp = tcp_of(sk);
+	const struct tcp_sock *tp = tcp_of(sk, SK_BTF);
 	__u64 received = tp ? tp->bytes_received : 0;
 	__u64 acked = tp ? tp->bytes_acked : 0;
 
@@ -362,28 +362,51 @@ static __always_inline bool read_connect_target(const void *uaddr, __u16 sock_fa
 	return false; /* AF_UNSPEC is a disconnect, not a connect */
 }
 
+/*
+ * Whether sk is a plain TCP socket on its first connect(), read the way `btf` says: a second call on a
+ * connecting or failed socket (EALREADY, EISCONN, the error of an attempt already reported) is no attempt
+ * of its own.
+ */
+static __always_inline bool first_tcp_connect(const struct sock *sk, int btf)
+{
+	const struct socket *sock;
+	int sock_state;
+
+	if (SK_READ(btf, sk, sk_protocol) != IPPROTO_TCP || SK_READ(btf, sk, sk_type) != SOCK_STREAM)
+		return false;
+	if (SK_READ(btf, sk, __sk_common.skc_state) != TCP_CLOSE)
+		return false;
+	sock = SK_READ(btf, sk, sk_socket);
+	sock_state = btf ? bpf_core_cast(sock, struct socket)->state : BPF_CORE_READ(sock, state);
+	return sock_state == SS_UNCONNECTED && !is_mptcp_subflow(sk, tcp_of(sk, btf));
+}
+
 SEC("tracepoint/syscalls/sys_enter_connect")
 int tp_sys_enter_connect(struct syscall_enter_ctx *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid;
 	struct connect_call call = {};
-	struct socket *sock;
+	__u16 family;
 	struct sock *sk;
 
 	if (!task_wanted(pid_tgid))
 		return 0;
 	sk = sock_of_fd(ctx->args[0]);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
+	if (!sk)
 		return 0;
-	/* Only a first connect: a second call on a connecting or failed socket (EALREADY, EISCONN, the error
-	 * of an attempt already reported) is no attempt of its own. */
-	sock = BPF_CORE_READ(sk, sk_socket);
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE || BPF_CORE_READ(sock, state) != SS_UNCONNECTED)
-		return 0;
-	if (is_mptcp_subflow(sk, NULL))
-		return 0;
-	if (!read_connect_target((const void *)ctx->args[1], BPF_CORE_READ(sk, __sk_common.skc_family), &call))
+	if (can_cast()) {
+		const struct sock *cast = bpf_core_cast(sk, struct sock);
+
+		if (!first_tcp_connect(cast, SK_CAST))
+			return 0;
+		family = cast->__sk_common.skc_family;
+	} else {
+		if (!first_tcp_connect(sk, SK_PROBED))
+			return 0;
+		family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	}
+	if (!read_connect_target((const void *)ctx->args[1], family, &call))
 		return 0;
 	call.sk = (__u64)sk;
 	bpf_map_update_elem(&connect_calls, &tid, &call, BPF_ANY);
