@@ -148,6 +148,66 @@ mod tests {
     use super::*;
 
     #[test]
+    fn records_carry_every_field_in_order_with_its_value() {
+        let mut e = Event { family: 10, sport: 8080, dport: 51000, ts_ns: 5_000_000_123, ..Default::default() };
+        e.r#type = EVENT_CLOSE;
+        (e.task.pid, e.task.tid, e.task.uid, e.task.mntns, e.task.cgroup_id) = (7, 8, 1000, 4026531840, 0);
+        e.netns = 4026531833;
+        e.task_source = 1;
+        e.saddr[10..16].copy_from_slice(&[0xff, 0xff, 127, 0, 0, 1]);
+        e.daddr[15] = 1;
+        e.task.comm[..5].copy_from_slice(b"a\"b\\c");
+        (e.end, e.duration_ns, e.bytes_sent, e.bytes_received) = (4, 1_234_567, 10, 20);
+        let mut out = Vec::new();
+        Json::new("tracepoint").event(&e, &mut out).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let keys = [
+            "type",
+            "time",
+            "time_ns",
+            "pid",
+            "tid",
+            "uid",
+            "comm",
+            "ip",
+            "laddr",
+            "lport",
+            "raddr",
+            "rport",
+            "netns",
+            "mntns",
+            "cgroup_id",
+            "task",
+            "backend",
+            "cgroup",
+            "container_id",
+            "container_runtime",
+            "pod_uid",
+            "unit",
+            "end",
+            "duration_ns",
+            "bytes_sent",
+            "bytes_received",
+        ];
+        let at: Vec<usize> = keys.iter().map(|k| line.find(&format!("\"{k}\":")).expect(k)).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "order: {line}");
+        assert_eq!(v.as_object().unwrap().len(), keys.len(), "{line}");
+        let expect = serde_json::json!({
+            "type": "close", "pid": 7, "tid": 8, "uid": 1000, "comm": "a\"b\\c", "ip": 6, "laddr": "::ffff:127.0.0.1",
+            "lport": 8080, "raddr": "::1", "rport": 51000, "netns": 4026531833u64, "mntns": 4026531840u64, "cgroup_id": 0,
+            "task": "current", "backend": "tracepoint", "end": "reset", "duration_ns": 1_234_567, "bytes_sent": 10,
+            "bytes_received": 20,
+        });
+        for (k, want) in expect.as_object().unwrap() {
+            assert_eq!(&v[k], want, "{k}: {line}");
+        }
+        let time = v["time"].as_str().unwrap();
+        let nanos = v["time_ns"].as_u64().unwrap() % 1_000_000_000;
+        assert!(time.contains(&format!(".{nanos:09}")), "{time} and {nanos}");
+    }
+
+    #[test]
     fn escapes_what_json_requires() {
         let mut out = Vec::new();
         write_json_string("a\"b\\c\nd\u{1}é", &mut out).unwrap();

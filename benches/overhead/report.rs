@@ -442,7 +442,7 @@ impl Report<'_> {
 /// The soak's samples and totals.
 pub(crate) fn soak_table(machine: &Machine, soak: &crate::soak::Soak) -> String {
     let mut t = format!("tcpkit soak\n{}\n", machine_line(machine));
-    t += "tcpkit tracer --failed -L -o json into a file, the single-thread loop load back to back:\n";
+    t += "tcpkit tracer --failed -L -o json into a pipe read by the benchmark, the single-thread loop load back to back:\n";
     t += &format!("  {:>6} {:>9} {:>8} {:>10} {:>8}\n", "t (s)", "RSS (kB)", "owners", "events/s", "µs/ev");
     for s in &soak.samples {
         t += &format!(
@@ -461,6 +461,18 @@ pub(crate) fn soak_table(machine: &Machine, soak: &crate::soak::Soak) -> String 
         soak.lost,
         soak.exit,
         completeness(Some(soak.expected), soak.printed, soak.lost, soak.exit == "exit 0")
+    );
+    let [c, a, x, f] = soak.by_type;
+    t += &format!(
+        "by type, printed of expected: connect {} of {}, accept {} of {}, close {} of {}, fail {} of {}\n",
+        thousands(c.0),
+        thousands(c.1),
+        thousands(a.0),
+        thousands(a.1),
+        thousands(x.0),
+        thousands(x.1),
+        thousands(f.0),
+        thousands(f.1)
     );
     t
 }

@@ -1,17 +1,21 @@
-//! The soak (issue 14, `--soak SECONDS`): `tcpkit tracer --failed -L -o json` into a file while the load
-//! runs at the single-thread ceiling, back to back, for that long. Every SLICE it samples tcpkit's RSS, its
+//! The soak (issue 14, `--soak SECONDS`): `tcpkit tracer --failed -L -o json` into a pipe, as into a log
+//! agent, while the load runs at the single-thread ceiling, back to back, for that long (a file would grow by
+//! about 100 MB/s: 54 GB in a 10-minute first attempt). A thread reads the pipe and counts records. Every SLICE it samples tcpkit's RSS, its
 //! per-socket state (entries of its owners map, between two loads, when no connection is open: what is left
 //! there is a leak), the events the load made and tcpkit's CPU per event: all of them should stay flat, and
 //! nothing may be lost.
-use std::fs;
-use std::io;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader};
+use std::process::{ChildStdout, Stdio};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use libbpf_rs::{MapCore, MapHandle};
 use nix::unistd::Pid;
 
 use crate::load::run_load;
-use crate::watch::{cpu_time_so_far, Bench, Sub};
+use crate::watch::{cpu_time_so_far, stop, Bench, Sub};
+use crate::READY_LIMIT;
 
 const SLICE: Duration = Duration::from_secs(30);
 
@@ -29,22 +33,40 @@ pub(crate) struct Soak {
     pub(crate) printed: u64,
     pub(crate) lost: u64,
     pub(crate) exit: String,
+    /// Printed and expected records of each type: connect, accept, close, fail.
+    pub(crate) by_type: [(u64, u64); 4],
 }
 
 pub(crate) fn soak(bench: &mut Bench, duration: Duration) -> io::Result<Soak> {
     eprintln!("overhead: soak, {} s of tcpkit {}", duration.as_secs(), Sub::TracerSoak.name());
-    let session = bench.start_session(Sub::TracerSoak)?;
-    let pid = session.pid();
+    let err_path = bench.dir.join("soak.err");
+    let mut child =
+        bench.tcpkit_command(Sub::TracerSoak, None).stdout(Stdio::piped()).stderr(File::create(&err_path)?).spawn()?;
+    let pid = Pid::from_raw(child.id() as i32);
+    let counter = count_records(child.stdout.take().expect("stdout is piped"));
+    let deadline = Instant::now() + READY_LIMIT;
+    while !fs::read_to_string(&err_path)?.lines().any(|l| l.starts_with("tcpkit: using the ")) {
+        if Instant::now() >= deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            return Err(io::Error::other(format!(
+                "the soak's tcpkit never got ready: {}",
+                fs::read_to_string(&err_path)?
+            )));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
     let load = bench.load(1);
     let started = Instant::now();
-    let mut samples = vec![sample(pid, started, 0, Duration::ZERO, cpu_time_so_far(pid))];
-    let mut expected = 0;
+    let mut samples = vec![sample(pid, started, 0, Duration::ZERO, Duration::ZERO)];
+    let (mut expected, mut connected, mut accepted) = (0, 0, 0);
     while started.elapsed() < duration {
         let (slice_start, cpu_before) = (Instant::now(), cpu_time_so_far(pid));
         let slice = SLICE.min(duration.saturating_sub(started.elapsed()));
         let mut events = 0;
         while slice_start.elapsed() < slice {
-            events += Sub::TracerSoak.expected_events(&run_load(load)?);
+            let result = run_load(load)?;
+            events += Sub::TracerSoak.expected_events(&result);
+            (connected, accepted) = (connected + result.connected, accepted + result.accepted);
         }
         expected += events;
         let cpu = cpu_time_so_far(pid).saturating_sub(cpu_before);
@@ -59,8 +81,38 @@ pub(crate) fn soak(bench: &mut Bench, duration: Duration) -> io::Result<Soak> {
             last.cpu_us_per_event
         );
     }
-    let traced = session.finish(Some(expected))?;
-    Ok(Soak { samples, expected, printed: traced.printed, lost: traced.lost, exit: traced.exit })
+    thread::sleep(Duration::from_millis(300)); // what the kernel still holds reaches the pipe
+    let exit = stop(pid)?;
+    let counts = counter.join().map_err(|_| io::Error::other("the counting thread panicked"))?;
+    let printed = counts.iter().sum();
+    let by_type = [(counts[0], connected), (counts[1], accepted), (counts[2], connected + accepted), (counts[3], 0)];
+    let stderr = fs::read_to_string(&err_path)?;
+    let lost = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("tcpkit: ")?.split_once(" events lost in total")?.0.parse::<u64>().ok())
+        .sum();
+    Ok(Soak { samples, expected, printed, lost, exit: exit.describe(), by_type })
+}
+
+/// Records by type, in the order of TYPES.
+const TYPES: [&[u8]; 4] = [b"connect", b"accept", b"close", b"fail"];
+
+/// Reads records off the pipe until it closes, counting them by type (lost records are not events).
+fn count_records(pipe: ChildStdout) -> thread::JoinHandle<[u64; 4]> {
+    thread::spawn(move || {
+        let mut reader = BufReader::with_capacity(1 << 20, pipe);
+        let (mut counts, mut line) = ([0u64; 4], Vec::with_capacity(1024));
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            // {"type":"<type>",...
+            if let Some(kind) = line.get(9..).and_then(|rest| rest.split(|&b| b == b'"').next()) {
+                if let Some(i) = TYPES.iter().position(|t| *t == kind) {
+                    counts[i] += 1;
+                }
+            }
+            line.clear();
+        }
+        counts
+    })
 }
 
 fn sample(pid: Pid, started: Instant, events: u64, wall: Duration, cpu: Duration) -> SoakSample {

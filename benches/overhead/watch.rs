@@ -130,7 +130,7 @@ impl Watcher {
 pub(crate) type BpfSnapshots = (u64, (Vec<ProgCounters>, Vec<ProgCounters>));
 
 /// A running tracer whose stdout goes to a file (the fastest place it can write to).
-pub(crate) struct Session {
+struct Session {
     pid: Pid,
     out: PathBuf,
     err: PathBuf,
@@ -332,11 +332,6 @@ impl Bench {
         Ok((result.connected, (before, after)))
     }
 
-    /// A tcpkit subcommand started and ready, for a caller that drives the load itself (the soak).
-    pub(crate) fn start_session(&mut self, sub: Sub) -> io::Result<Session> {
-        self.start_watcher(&Watcher::Tcpkit { sub, ring: None })?.ok_or_else(|| io::Error::other("no session"))
-    }
-
     /// Starts what watches a run (nothing for the untraced run) and waits until it is ready.
     fn start_watcher(&mut self, watcher: &Watcher) -> io::Result<Option<Session>> {
         self.runs += 1;
@@ -403,12 +398,8 @@ impl Bench {
 }
 
 impl Session {
-    pub(crate) fn pid(&self) -> Pid {
-        self.pid
-    }
-
     /// Waits until the output is complete, then stops the tracer and collects what it did.
-    pub(crate) fn finish(self, expected: Option<u64>) -> io::Result<Traced> {
+    fn finish(self, expected: Option<u64>) -> io::Result<Traced> {
         let target_lines = match (self.kind, expected) {
             (OutputKind::Tcpkit(sub), Some(n)) => Some(n + sub.header_lines()),
             _ => None,
