@@ -140,10 +140,9 @@ impl PinnedSets {
 
 /// --cgroup takes a directory of the cgroup v2 hierarchy (the one BPF's cgroup helpers see).
 fn check_cgroup_dir(dir: &Path) -> Result<()> {
-    const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
     let shown = dir.display();
-    let fs = nix::sys::statfs::statfs(dir).map_err(|e| Error::usage(format!("--cgroup {shown}: {e}")))?;
-    if fs.filesystem_type().0 as i64 != CGROUP2_SUPER_MAGIC || !dir.is_dir() {
+    let cgroup2 = crate::identity::on_cgroup2(dir).map_err(|e| Error::usage(format!("--cgroup {shown}: {e}")))?;
+    if !cgroup2 || !dir.is_dir() {
         return Err(Error::usage(format!(
             "--cgroup {shown}: not a cgroup v2 directory (they live under the cgroup2 mount, e.g. /sys/fs/cgroup)"
         )));

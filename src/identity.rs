@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::MetadataExt;
-
-use nix::libc;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use nix::libc;
 
 /// The longest a new cgroup can wait to be named (events in it show their id alone until then).
 const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
@@ -267,7 +267,12 @@ pub(crate) fn cgroup2_root() -> Option<PathBuf> {
     ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
         .into_iter()
         .map(PathBuf::from)
-        .find(|dir| nix::sys::statfs::statfs(dir.as_path()).is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC))
+        .find(|dir| on_cgroup2(dir).is_ok_and(|y| y))
+}
+
+/// Whether `dir` is on a cgroup v2 file system (the hierarchy BPF's cgroup helpers see).
+pub fn on_cgroup2(dir: &Path) -> nix::Result<bool> {
+    Ok(nix::sys::statfs::statfs(dir)?.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
 }
 
 #[cfg(test)]

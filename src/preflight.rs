@@ -27,14 +27,17 @@ fn check_privileges() -> Result<()> {
 
 /// A seccomp filter is on (mode 2), as container runtimes' default profiles put one on every container.
 pub fn seccomp_filter_on() -> bool {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("Seccomp:")).is_some_and(|mode| mode.trim() == "2")
+    status_field("Seccomp:").is_some_and(|mode| mode == "2")
 }
 
 fn effective_caps() -> Option<u64> {
+    u64::from_str_radix(&status_field("CapEff:")?, 16).ok()
+}
+
+/// A field of /proc/self/status, trimmed.
+fn status_field(name: &str) -> Option<String> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
+    status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string())
 }
 
 fn check_btf() -> Result<()> {

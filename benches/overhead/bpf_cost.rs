@@ -20,15 +20,19 @@ pub(crate) struct ProgCounters {
     pub(crate) run_cnt: u64,
 }
 
-/// The programs a process holds (its fds' prog_id), with their counters now.
-pub(crate) fn counters_of(pid: Pid) -> Vec<ProgCounters> {
+/// The ids of the BPF objects of one kind (`prog_id:`, `map_id:`) a process holds, from its fdinfo.
+pub(crate) fn fdinfo_ids(pid: Pid, key: &str) -> Vec<u32> {
     let mut ids = Vec::new();
     for entry in fs::read_dir(format!("/proc/{pid}/fdinfo")).into_iter().flatten().flatten() {
         let info = fs::read_to_string(entry.path()).unwrap_or_default();
-        if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
-            ids.extend(id.trim().parse::<u32>().ok());
-        }
+        ids.extend(info.lines().find_map(|l| l.strip_prefix(key)?.trim().parse::<u32>().ok()));
     }
+    ids
+}
+
+/// The programs a process holds, with their counters now.
+pub(crate) fn counters_of(pid: Pid) -> Vec<ProgCounters> {
+    let ids = fdinfo_ids(pid, "prog_id:");
     ProgInfoIter::default()
         .filter(|p| ids.contains(&p.id))
         .map(|p| ProgCounters {

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use libbpf_rs::{MapCore, MapHandle};
 use nix::unistd::Pid;
 
+use crate::bpf_cost::fdinfo_ids;
 use crate::load::run_load;
-use crate::watch::{cpu_time_so_far, stop, Bench, Sub};
+use crate::watch::{cpu_time_so_far, status_kb, stop, tcpkit_lost, Bench, Sub};
 use crate::READY_LIMIT;
 
 const SLICE: Duration = Duration::from_secs(30);
@@ -87,10 +88,7 @@ pub(crate) fn soak(bench: &mut Bench, duration: Duration) -> io::Result<Soak> {
     let printed = counts.iter().sum();
     let by_type = [(counts[0], connected), (counts[1], accepted), (counts[2], connected + accepted), (counts[3], 0)];
     let stderr = fs::read_to_string(&err_path)?;
-    let lost = stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("tcpkit: ")?.split_once(" events lost in total")?.0.parse::<u64>().ok())
-        .sum();
+    let lost = tcpkit_lost(&stderr);
     Ok(Soak { samples, expected, printed, lost, exit: exit.describe(), by_type })
 }
 
@@ -119,30 +117,16 @@ fn sample(pid: Pid, started: Instant, events: u64, wall: Duration, cpu: Duration
     let per = |x: f64| if events > 0 { x / events as f64 } else { 0.0 };
     SoakSample {
         at: started.elapsed(),
-        rss_kb: vm_rss_kb(pid),
+        rss_kb: status_kb(pid, "VmRSS:"),
         owners: map_entries(pid, "owners"),
         events_per_s: events as f64 / wall.as_secs_f64().max(1e-9),
         cpu_us_per_event: per(cpu.as_secs_f64() * 1e6),
     }
 }
 
-/// RSS now, VmRSS in /proc/PID/status (kB).
-fn vm_rss_kb(pid: Pid) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Entries of the BPF map called `name` that the process holds (0 if it holds none).
 fn map_entries(pid: Pid, name: &str) -> usize {
-    for entry in fs::read_dir(format!("/proc/{pid}/fdinfo")).into_iter().flatten().flatten() {
-        let info = fs::read_to_string(entry.path()).unwrap_or_default();
-        let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")?.trim().parse::<u32>().ok()) else {
-            continue;
-        };
+    for id in fdinfo_ids(pid, "map_id:") {
         let Ok(map) = MapHandle::from_map_id(id) else { continue };
         if map.name() == name {
             return map.keys().count();

@@ -174,9 +174,7 @@ impl OutputKind {
     /// Events lost, as the tracer reports them: tcpkit once on stderr at exit, bpftrace as it goes.
     fn lost(self, stdout: &str, stderr: &str) -> u64 {
         match self {
-            OutputKind::Tcpkit(_) => {
-                stderr.lines().filter_map(|l| number_between(l, "tcpkit: ", " events lost in total")).sum()
-            }
+            OutputKind::Tcpkit(_) => tcpkit_lost(stderr),
             OutputKind::Bpftrace => {
                 stdout.lines().chain(stderr.lines()).filter_map(|l| number_between(l, "Lost ", " events")).sum()
             }
@@ -197,6 +195,11 @@ fn attached_and_reading(pid: Pid) -> bool {
         .map(|t| t.to_string_lossy().into_owned())
         .collect();
     targets.iter().any(|t| t == "anon_inode:bpf_link") && targets.iter().any(|t| t == "anon_inode:[eventpoll]")
+}
+
+/// The events tcpkit says at exit it lost in total (its stderr).
+pub(crate) fn tcpkit_lost(stderr: &str) -> u64 {
+    stderr.lines().filter_map(|l| number_between(l, "tcpkit: ", " events lost in total")).sum()
 }
 
 fn number_between(line: &str, before: &str, after: &str) -> Option<u64> {
@@ -405,7 +408,7 @@ impl Session {
             _ => None,
         };
         wait_for_output(&self.out, target_lines)?;
-        let peak_rss_kb = vm_hwm_kb(self.pid);
+        let peak_rss_kb = status_kb(self.pid, "VmHWM:");
         let cpu_before_stop = cpu_time_so_far(self.pid);
         let switches_before_stop = voluntary_switches(self.pid);
         let exit = stop(self.pid)?;
@@ -526,12 +529,12 @@ pub(crate) fn cpu_time_so_far(pid: Pid) -> Duration {
     Duration::from_nanos(ns)
 }
 
-/// Peak RSS so far, VmHWM in /proc/PID/status (kB), read just before the stop; 0 if it cannot be read.
-fn vm_hwm_kb(pid: Pid) -> u64 {
+/// A kB figure of /proc/PID/status (`VmHWM:`, the peak RSS; `VmRSS:`, the RSS now); 0 if it cannot be read.
+pub(crate) fn status_kb(pid: Pid, field: &str) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
