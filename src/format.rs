@@ -5,7 +5,7 @@ use chrono::{Local, TimeZone};
 use nix::time::{clock_gettime, ClockId};
 
 use crate::cli::OutputArgs;
-use crate::columns::{ip, left, uint, Row, StackText};
+use crate::columns::{ip, left, thousandths, uint, Row, StackText};
 use crate::event::{Event, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_FAIL};
 use crate::identity::{CgroupCache, Identity, SHORT_ID};
 
@@ -142,9 +142,7 @@ impl TimeColumns {
             } else {
                 // Seconds with three decimals, rounded to the nearest millisecond.
                 let ms = (since + 500_000) / 1_000_000;
-                let mut seconds = StackText::<32>::new();
-                let _ = std::fmt::write(&mut seconds, format_args!("{}.{:03}", ms / 1000, ms % 1000));
-                left(w, seconds.as_str(), 9)?;
+                left(w, thousandths(ms / 1000, ms % 1000).as_str(), 9)?;
             }
         }
         Ok(())
@@ -278,12 +276,14 @@ const BYTES_WIDTH: usize = 10;
 
 /// A duration in milliseconds with three decimals (microseconds, truncated), or `-` when unknown.
 fn milliseconds(duration_ns: Option<u64>) -> StackText<32> {
-    let mut text = StackText::new();
-    let _ = match duration_ns {
-        Some(ns) => std::fmt::write(&mut text, format_args!("{}.{:03}", ns / 1_000_000, ns / 1000 % 1000)),
-        None => std::fmt::write(&mut text, format_args!("-")),
-    };
-    text
+    match duration_ns {
+        Some(ns) => thousandths(ns / 1_000_000, ns / 1000 % 1000),
+        None => {
+            let mut text = StackText::new();
+            let _ = std::fmt::Write::write_str(&mut text, "-");
+            text
+        }
+    }
 }
 
 /// Every layout a subcommand can print in; one type, so the reader is compiled once per subcommand.

@@ -1,5 +1,6 @@
 //! The one buffered writer to stdout. Into a terminal every batch of events is flushed at once; into a pipe
 //! or file output is buffered, but never held longer than FLUSH_INTERVAL.
+use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -9,15 +10,18 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 pub struct Output {
-    out: BufWriter<io::Stdout>,
+    /// A duplicate of fd 1 rather than io::Stdout, whose line buffer would copy every batch once more and
+    /// look for its last newline.
+    out: BufWriter<File>,
     terminal: bool,
     pending_since: Option<Instant>,
 }
 
 impl Output {
-    pub fn stdout() -> Self {
+    pub fn stdout() -> io::Result<Self> {
         let stdout = io::stdout();
-        Output { terminal: stdout.is_terminal(), out: BufWriter::with_capacity(64 * 1024, stdout), pending_since: None }
+        let fd = File::from(stdout.as_fd().try_clone_to_owned()?);
+        Ok(Output { terminal: stdout.is_terminal(), out: BufWriter::with_capacity(64 * 1024, fd), pending_since: None })
     }
 
     pub fn writer(&mut self) -> &mut impl Write {

@@ -25,7 +25,7 @@ pub struct Limits {
 
 /// Reads events until asked to stop. `lost` reads the kernel's count of events dropped on a full ring.
 pub fn run(events: &dyn MapCore, lost: impl Fn() -> u64, format: &mut impl Format, limits: Limits) -> Result<()> {
-    let out = RefCell::new(Output::stdout());
+    let out = RefCell::new(Output::stdout().context(|| "opening standard output".into())?);
     let write_error: RefCell<Option<io::Error>> = RefCell::new(None);
     let deadline = limits.duration.map(|d| Instant::now() + d);
 

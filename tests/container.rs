@@ -3,6 +3,7 @@
 //! podman (with runc: crun refuses hybrid cgroup hierarchies), real containers, real cgroups.
 mod common;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -139,7 +140,9 @@ fn tcpkit_in_its_image_names_the_podman_container_of_a_connection() {
     let peer_guard = Container(peer_name.clone());
     let mut listen = podman();
     listen.args(["run", "--rm", "-i", "--name", &peer_name, "--network", "none"]).args(ULIMITS);
-    listen.args([&peer_image, "listen", "--count", "1"]);
+    // --hold: the server outlives the client's exec session (its exit would stop the container and kill that
+    // session before the client says it is done).
+    listen.args([&peer_image, "--hold", "listen", "--count", "1"]);
     let mut server = Peer::spawn_command(listen, true);
     let inspect = run(podman().args(["inspect", "--format", "{{.Id}} {{.State.Pid}}", &peer_name]));
     let (id, host_pid) = inspect.split_once(' ').expect("podman inspect");
@@ -147,6 +150,7 @@ fn tcpkit_in_its_image_names_the_podman_container_of_a_connection() {
     let cgroup = std::fs::read_to_string(format!("/proc/{host_pid}/cgroup")).unwrap();
     let cgroup = cgroup.lines().find_map(|l| l.strip_prefix("0::")).expect("a cgroup v2 line").to_string();
     assert!(cgroup.contains(id), "the container's cgroup {cgroup} does not name it");
+    let cgroup_id = std::fs::metadata(format!("/sys/fs/cgroup{cgroup}")).map(|m| m.ino()).ok();
 
     // tcpkit from its image, with the DaemonSet's privileges and mounts, following that container only.
     let tcpkit_name = format!("tcpkit-test-tracer-{}", std::process::id());
@@ -166,9 +170,9 @@ fn tcpkit_in_its_image_names_the_podman_container_of_a_connection() {
         l.contains("\"type\":\"close\"") && l.contains("\"end\":\"peer\"")
     });
     let mut lines = std::mem::take(&mut tcpkit.stdout.seen);
-    let (status, rest, stderr) = tcpkit.stop_with(Signal::SIGTERM);
+    let (status, rest, tcpkit_stderr) = tcpkit.stop_with(Signal::SIGTERM);
     lines.extend(rest);
-    assert_eq!(status.code(), Some(0), "tcpkit in its container did not end cleanly on SIGTERM: {stderr}");
+    assert_eq!(status.code(), Some(0), "tcpkit in its container did not end cleanly on SIGTERM: {tcpkit_stderr}");
     drop(peer_guard);
 
     // The same with the runtime's default seccomp profile: refused, and the message names the fix.
@@ -187,7 +191,10 @@ fn tcpkit_in_its_image_names_the_podman_container_of_a_connection() {
         assert!(kinds.contains(&kind), "no {kind} record: {seen:#?}");
     }
     for record in &seen {
-        assert_eq!(record["container_id"], *id, "{record}");
+        assert_eq!(
+            record["container_id"], *id,
+            "{record}; the container's cgroup has id {cgroup_id:?}\n{tcpkit_stderr}"
+        );
         assert_eq!(record["container_runtime"], "podman", "{record}");
         assert_eq!(record["cgroup"], cgroup.as_str(), "{record}");
         assert_eq!(record["comm"], "tcpkit-peer", "{record}");

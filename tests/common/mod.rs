@@ -385,7 +385,8 @@ impl Peer {
     }
 
     pub fn wait_done(&mut self) {
-        assert!(self.out.find(DEADLINE, |l| l == "done").is_some(), "peer {} never finished", self.pid);
+        let done = self.out.find(DEADLINE, |l| l == "done").is_some();
+        assert!(done, "peer {} never finished; it printed {:?}", self.pid, self.out.seen);
     }
 
     pub fn lines_starting(&self, prefix: &str) -> Vec<String> {
