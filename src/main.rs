@@ -17,6 +17,7 @@ mod format;
 mod identity;
 mod json;
 mod kernel;
+mod layout;
 mod output;
 mod ports;
 mod preflight;
@@ -24,6 +25,7 @@ mod ring;
 mod session;
 mod signals;
 mod skel;
+mod text;
 mod tracer;
 
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TCPKIT_GIT_COMMIT"), ")");

@@ -1,10 +1,11 @@
 //! `tcpkit tracer`: connect, accept and close of established TCP connections, as bcc's tcptracer.
 use crate::cli::TracerArgs;
 use crate::error::Result;
-use crate::format::{Layout, TracerColumns, TracerText};
 use crate::json::Json;
+use crate::layout::Layout;
 use crate::session::{self, Features, Plan};
 use crate::skel::tracer::TracerSkelBuilder;
+use crate::text::{TracerColumns, TracerText};
 
 const PLAN: Plan = Plan {
     ports_either_end: true,

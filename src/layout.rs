@@ -1,0 +1,97 @@
+//! The layout a subcommand prints in, chosen at start: one type, so the reader is compiled once per subcommand.
+use std::io::{self, Write};
+
+use crate::event::Event;
+use crate::format::Format;
+use crate::json::Json;
+use crate::text::{AcceptText, TracerText};
+
+/// Every layout a subcommand can print in.
+pub enum Layout {
+    Accept(AcceptText),
+    Tracer(TracerText),
+    Json(Json),
+}
+
+impl Format for Layout {
+    fn header(&mut self, w: &mut impl Write) -> io::Result<()> {
+        match self {
+            Layout::Accept(f) => f.header(w),
+            Layout::Tracer(f) => f.header(w),
+            Layout::Json(f) => f.header(w),
+        }
+    }
+
+    fn event(&mut self, e: &Event, w: &mut impl Write) -> io::Result<()> {
+        match self {
+            Layout::Accept(f) => f.event(e, w),
+            Layout::Tracer(f) => f.event(e, w),
+            Layout::Json(f) => f.event(e, w),
+        }
+    }
+
+    fn lost(&mut self, count: u64, w: &mut impl Write) -> io::Result<()> {
+        match self {
+            Layout::Accept(f) => f.lost(count, w),
+            Layout::Tracer(f) => f.lost(count, w),
+            Layout::Json(f) => f.lost(count, w),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::OutputArgs;
+    use crate::event::{AF_INET, EVENT_CLOSE, EVENT_CONNECT, EVENT_FAIL};
+    use crate::text::TracerColumns;
+
+    fn sample() -> Event {
+        let mut e = Event { family: AF_INET, sport: 80, dport: 51000, ts_ns: 5_000_000_000, ..Default::default() };
+        e.task.pid = 1234;
+        e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        e.task.comm[..13].copy_from_slice(b"a-long-server");
+        e
+    }
+
+    #[test]
+    fn events_with_identity_allocate_nothing_once_their_cgroup_is_known() {
+        const ID: &str = "feedface0123456789abcdef0123456789abcdef0123456789abcdef01234567";
+        let root = crate::identity::cgroup2_root().expect("a cgroup v2 hierarchy");
+        let parent = root.join(format!("tcpkit-alloc-{}", std::process::id()));
+        let dir = parent.join(format!("docker-{ID}.scope"));
+        std::fs::create_dir_all(&dir).expect("making a cgroup (as root)");
+        let mut e = sample();
+        e.task.cgroup_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&dir).unwrap());
+        let mut vanished = sample();
+        vanished.task.cgroup_id = u64::MAX - 1;
+        let args = OutputArgs { print_container: true, ..Default::default() };
+        let columns = TracerColumns { verbose: true, netns: true, error: true, lifespan: true };
+        let mut text = TracerText::new(&args, columns);
+        let mut json = Json::new("tracepoint");
+        let mut out = Vec::with_capacity(4 << 20);
+        for kind in [EVENT_CONNECT, EVENT_CLOSE, EVENT_FAIL] {
+            e.r#type = kind;
+            // The first sight of each id walks the cgroup tree; the walk may allocate.
+            for event in [&e, &vanished] {
+                text.event(event, &mut out).unwrap();
+                json.event(event, &mut out).unwrap();
+            }
+            let (allocations, ()) = crate::allocations::made_by(|| {
+                for _ in 0..1000 {
+                    for event in [&e, &vanished] {
+                        text.event(event, &mut out).unwrap();
+                        json.event(event, &mut out).unwrap();
+                    }
+                }
+            });
+            assert_eq!(allocations, 0, "type {kind}");
+        }
+        let _ = std::fs::remove_dir(&dir);
+        let _ = std::fs::remove_dir(&parent);
+        let printed = String::from_utf8(out).unwrap();
+        assert!(printed.lines().any(|l| l.trim_end().ends_with(&ID[..12])), "the column names the container");
+        assert!(printed.contains(&format!("\"container_id\":\"{ID}\"")), "JSON names the container");
+    }
+}
