@@ -474,6 +474,9 @@ pub(crate) fn soak_table(machine: &Machine, soak: &crate::soak::Soak) -> String 
         thousands(f.0),
         thousands(f.1)
     );
+    for line in soak.unmatched.iter().take(20) {
+        t += &format!("unmatched: {line}\n");
+    }
     t
 }
 

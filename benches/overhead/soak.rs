@@ -36,6 +36,8 @@ pub(crate) struct Soak {
     pub(crate) exit: String,
     /// Printed and expected records of each type: connect, accept, close, fail.
     pub(crate) by_type: [(u64, u64); 4],
+    /// The connections (by client port) whose records do not add up.
+    pub(crate) unmatched: Vec<String>,
 }
 
 pub(crate) fn soak(bench: &mut Bench, duration: Duration) -> io::Result<Soak> {
@@ -84,32 +86,113 @@ pub(crate) fn soak(bench: &mut Bench, duration: Duration) -> io::Result<Soak> {
     }
     thread::sleep(Duration::from_millis(300)); // what the kernel still holds reaches the pipe
     let exit = stop(pid)?;
-    let counts = counter.join().map_err(|_| io::Error::other("the counting thread panicked"))?;
+    let tally = counter.join().map_err(|_| io::Error::other("the counting thread panicked"))?;
+    let counts = tally.counts;
+    let unmatched = tally.unmatched();
     let printed = counts.iter().sum();
     let by_type = [(counts[0], connected), (counts[1], accepted), (counts[2], connected + accepted), (counts[3], 0)];
     let stderr = fs::read_to_string(&err_path)?;
     let lost = tcpkit_lost(&stderr);
-    Ok(Soak { samples, expected, printed, lost, exit: exit.describe(), by_type })
+    Ok(Soak { samples, expected, printed, lost, exit: exit.describe(), by_type, unmatched })
 }
 
 /// Records by type, in the order of TYPES.
 const TYPES: [&[u8]; 4] = [b"connect", b"accept", b"close", b"fail"];
 
-/// Reads records off the pipe until it closes, counting them by type (lost records are not events).
-fn count_records(pipe: ChildStdout) -> thread::JoinHandle<[u64; 4]> {
+/// What came off the pipe: records by type, and per port the records that name it, so that a missing event
+/// names its connection's client port (and which side's close it was).
+struct Tally {
+    counts: [u64; 4],
+    /// By port: connects whose local port it is, accepts whose remote port it is, closes whose local port
+    /// it is (a client's close), closes whose remote port it is (a server's close of that client).
+    ports: Vec<[u32; 4]>,
+    /// By port: time_ns of its last connect, to place a connection that does not add up in the run.
+    last_connect_ns: Vec<u64>,
+    first_connect_ns: u64,
+    /// Seconds into the run of connections found incomplete when their client port was used again.
+    incomplete_at: Vec<(usize, f64)>,
+}
+
+impl Tally {
+    /// The client ports whose records do not add up: each connect from a port has one client close, each
+    /// accept of it one server close.
+    fn unmatched(&self) -> Vec<String> {
+        let mut found: Vec<String> = self
+            .incomplete_at
+            .iter()
+            .map(|(port, at)| format!("client port {port}: a connection {at:.3} s into the run lacks a close"))
+            .collect();
+        for (port, &[connects, accepts, client_closes, server_closes]) in self.ports.iter().enumerate() {
+            if connects + accepts == 0 || (client_closes == connects && server_closes == accepts) {
+                continue; // not a client port (a listener's), or complete
+            }
+            found.push(format!(
+                "client port {port}: {connects} connects, {client_closes} client closes; {accepts} accepts, \
+                 {server_closes} server closes"
+            ));
+        }
+        found
+    }
+}
+
+/// The number after `key` in a record, if the key is there.
+fn number_after(line: &[u8], key: &[u8]) -> Option<(usize, usize)> {
+    let at = line.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = line[at..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let value = line[at..at + digits].iter().fold(0usize, |n, c| n * 10 + usize::from(c - b'0'));
+    Some((value, at + digits))
+}
+
+/// Reads records off the pipe until it closes, counting them by type (lost records are not events) and
+/// by port.
+fn count_records(pipe: ChildStdout) -> thread::JoinHandle<Tally> {
     thread::spawn(move || {
         let mut reader = BufReader::with_capacity(1 << 20, pipe);
-        let (mut counts, mut line) = ([0u64; 4], Vec::with_capacity(1024));
+        let mut tally = Tally {
+            counts: [0; 4],
+            ports: vec![[0; 4]; 65536],
+            last_connect_ns: vec![0; 65536],
+            first_connect_ns: 0,
+            incomplete_at: Vec::new(),
+        };
+        let mut line = Vec::with_capacity(1024);
         while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-            // {"type":"<type>",...
-            if let Some(kind) = line.get(9..).and_then(|rest| rest.split(|&b| b == b'"').next()) {
-                if let Some(i) = TYPES.iter().position(|t| *t == kind) {
-                    counts[i] += 1;
+            // {"type":"<type>",...,"lport":N,"raddr":"...","rport":N,...
+            let kind = line.get(9..).and_then(|rest| rest.split(|&b| b == b'"').next());
+            if let Some(i) = kind.and_then(|kind| TYPES.iter().position(|t| *t == kind)) {
+                tally.counts[i] += 1;
+                let lport = number_after(&line, b"\"lport\":");
+                let rport = lport.and_then(|(_, end)| number_after(&line[end..], b"\"rport\":"));
+                if let (Some((lport, _)), Some((rport, _))) = (lport, rport) {
+                    let (lport, rport) = (lport & 0xffff, rport & 0xffff);
+                    match i {
+                        0 => {
+                            let [connects, accepts, client_closes, server_closes] = tally.ports[lport];
+                            if client_closes != connects || server_closes != accepts {
+                                let at = tally.last_connect_ns[lport].saturating_sub(tally.first_connect_ns);
+                                tally.incomplete_at.push((lport, at as f64 / 1e9));
+                                tally.ports[lport] = [connects, accepts, connects, accepts];
+                                // counted once
+                            }
+                            tally.ports[lport][0] += 1;
+                            let time = number_after(&line, b"\"time_ns\":").map_or(0, |(t, _)| t as u64);
+                            tally.last_connect_ns[lport] = time;
+                            if tally.first_connect_ns == 0 {
+                                tally.first_connect_ns = time;
+                            }
+                        }
+                        1 => tally.ports[rport][1] += 1,
+                        2 => {
+                            tally.ports[lport][2] += 1;
+                            tally.ports[rport][3] += 1;
+                        }
+                        _ => {}
+                    }
                 }
             }
             line.clear();
         }
-        counts
+        tally
     })
 }
 
