@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # CI, after scripts/package.sh: installs the .deb on this machine and proves it works (version, man page, a
 # real trace of a loopback connection with the installed binary), removes it and proves every file it
-# installed is gone; then lists the .rpm's files and checks they are the same set. Needs root.
+# installed is gone; checks that its binary is stripped, links only Debian's libelf and zlib (besides glibc)
+# and that tcpkit-dbgsym holds the symbols of exactly that binary; lists the .rpm's files and checks they
+# are the same set; checks the static tarball's binary is static and runs. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deb=$(ls target/pkg/tcpkit_*.deb)
-rpm=$(ls target/pkg/tcpkit-*.rpm)
+dbgsym=$(ls target/pkg/tcpkit-dbgsym_*.ddeb)
+rpm=$(ls target/pkg/tcpkit-[0-9]*.rpm)
+debuginfo=$(ls target/pkg/tcpkit-debuginfo-*.rpm)
+tarball=$(ls target/pkg/tcpkit-*-static.tar.gz)
 fail() { echo "check-packages: $*" >&2; exit 1; }
 
 echo "== dpkg -c $deb"
@@ -16,8 +21,15 @@ mapfile -t installed < <(dpkg -L tcpkit | while read -r f; do if [ -f "$f" ]; th
 
 /usr/sbin/tcpkit --version | grep -q '^tcpkit [0-9].* (' || fail "tcpkit --version"
 man -w tcpkit-accept | grep -q '^/usr/share/man/man8/tcpkit-accept.8.gz$' || fail "man -w tcpkit-accept"
-[ -z "$(ldd /usr/sbin/tcpkit 2>&1 | grep -v 'not a dynamic executable\|statically linked')" ] \
-  || fail "the installed binary is not static: $(ldd /usr/sbin/tcpkit)"
+# Besides glibc, the loader and libgcc_s: Debian's libelf and zlib, nothing else (libbpf is linked in).
+needed=$(readelf -d /usr/sbin/tcpkit | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' \
+  | grep -v '^ld-linux\|^libc\.so\|^libgcc_s\.so' | sort | tr '\n' ' ')
+[ "$needed" = "libelf.so.1 libz.so.1 " ] || fail "the binary needs: $needed"
+dpkg-deb -f "$deb" Depends | grep -q 'libelf1' || fail "Depends does not name libelf1: $(dpkg-deb -f "$deb" Depends)"
+readelf -SW /usr/sbin/tcpkit | grep '\.symtab\|\.debug_info\|\.debug_line' >/dev/null && fail "the installed binary is not stripped"
+build_id=$(readelf -n /usr/sbin/tcpkit | sed -n 's/^ *Build ID: *//p')
+dpkg -c "$dbgsym" | grep "/usr/lib/debug/.build-id/${build_id:0:2}/${build_id:2}.debug\$" >/dev/null \
+  || fail "$dbgsym has no symbols for build id $build_id"
 
 # A real trace: the installed tcpkit sees the test peer accept one loopback connection.
 cargo build --release --locked --bin tcpkit-peer >/dev/null
@@ -49,8 +61,17 @@ cpio -t --quiet < "$work/payload.cpio" | sed 's|^\./|/|' | sort | tee "$work/rpm
 expected="/usr/sbin/tcpkit /usr/share/man/man8/tcpkit.8.gz /usr/share/man/man8/tcpkit-accept.8.gz
 /usr/share/man/man8/tcpkit-tracer.8.gz /usr/share/bash-completion/completions/tcpkit
 /usr/share/zsh/site-functions/_tcpkit /usr/share/fish/vendor_completions.d/tcpkit.fish
-/usr/share/licenses/tcpkit/LICENSE"
+/usr/share/licenses/tcpkit/LICENSE /usr/share/doc/tcpkit/README.md"
 for f in $expected; do grep -qx "$f" "$work/rpm-files" || fail "the rpm lacks $f"; done
 [ "$(wc -l < "$work/rpm-files")" -eq "$(echo $expected | wc -w)" ] || fail "the rpm holds unexpected files"
+rpm2cpio "$debuginfo" > "$work/debuginfo.cpio" || true
+cpio -t --quiet < "$work/debuginfo.cpio" | grep "^\./usr/lib/debug/.build-id/${build_id:0:2}/${build_id:2}.debug\$" >/dev/null \
+  || fail "$debuginfo has no symbols for build id $build_id"
+
+echo "== $tarball"
+tar -C "$work" -xzf "$tarball"
+static_bin=$(ls "$work"/tcpkit-*-static/tcpkit)
+readelf -d "$static_bin" | grep NEEDED >/dev/null && fail "the tarball's binary is not static"
+"$static_bin" --version | grep '^tcpkit [0-9]' >/dev/null || fail "the tarball's binary does not run"
 rm -rf "$work"
 echo "packages: all checks passed"
