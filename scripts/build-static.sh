@@ -1,14 +1,36 @@
 #!/usr/bin/env bash
 # Builds tcpkit as one static binary: glibc, libbpf, libelf and zlib linked in, so it needs nothing but the
 # kernel. Prints the binary's path. (tcpkit resolves no users or hosts, so a static glibc needs no NSS.)
-# An argument names another binary of the package to build the same way (the tests' tcpkit-peer, for a
-# container that holds nothing else).
+#
+#   scripts/build-static.sh [--arch x86_64|arm64] [BINARY]
+#
+# BINARY names another binary of the package to build the same way (the tests' tcpkit-peer, for a container
+# that holds nothing else). --arch arm64 cross-builds for aarch64 on an x86-64 machine: it installs the cross
+# compiler and Debian's arm64 libelf and zlib (dpkg --add-architecture arm64) and the Rust target (rustup)
+# when missing; the BPF objects are compiled for arm64 (libbpf-cargo passes -D__TARGET_ARCH_arm64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+arch=$(uname -m)
+if [ "${1:-}" = "--arch" ]; then
+  case "${2:-}" in
+    x86_64 | amd64) arch=x86_64 ;;
+    arm64 | aarch64) arch=aarch64 ;;
+    *) echo "build-static: --arch takes x86_64 or arm64, not '${2:-}'" >&2; exit 2 ;;
+  esac
+  shift 2
+fi
 bin="${1:-tcpkit}"
 scripts/setup.sh >&2
-triple="$(uname -m)-unknown-linux-gnu"
-# --target keeps build scripts and proc macros dynamic: +crt-static applies to the target binary only.
-LIBBPF_SYS_LIBRARY_PATH="/usr/lib/$(uname -m)-linux-gnu" RUSTFLAGS="-C target-feature=+crt-static" \
+triple="$arch-unknown-linux-gnu"
+if [ "$arch" != "$(uname -m)" ]; then
+  scripts/setup-cross.sh "$arch" >&2 # the cross tools themselves are named in .cargo/config.toml
+fi
+# The static libelf.a and libz.a of each architecture, Debian's: the target's, and the build machine's for
+# the libbpf-sys that build scripts link (cargo builds it with the same features). --target keeps build
+# scripts and proc macros dynamic: +crt-static applies to the target binary only.
+host=$(uname -m)
+export "LIBBPF_SYS_LIBRARY_PATH_${triple//-/_}=/usr/lib/$arch-linux-gnu" \
+  "LIBBPF_SYS_LIBRARY_PATH_${host}_unknown_linux_gnu=/usr/lib/$host-linux-gnu"
+RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --locked --features static --target "$triple" --bin "$bin" >&2
 echo "target/$triple/release/$bin"

@@ -60,10 +60,25 @@ enum {
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
-/* x86-64 register names as the kernel spells them; bpf_tracing.h picks these when __VMLINUX_H__ is set. */
+/*
+ * The registers a kprobe program reads, as the kernel spells them for the architecture built for
+ * (libbpf-cargo passes -D__TARGET_ARCH_x86 or _arm64 from cargo's target): bpf_tracing.h reads x86-64's
+ * struct pt_regs, and arm64's struct user_pt_regs (the start of its pt_regs).
+ */
+#if defined(__TARGET_ARCH_x86)
 struct pt_regs {
 	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
 };
+#elif defined(__TARGET_ARCH_arm64)
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+#else
+#error "tcpkit's BPF programs are built for x86-64 and arm64 only"
+#endif
 
 struct in6_addr {
 	union {
