@@ -98,6 +98,17 @@ fn addr(family: u16, bytes: &[u8; 16]) -> IpAddr {
     }
 }
 
+/// An accept on 127.0.0.1:80 from 127.0.0.2:51000 by PID 1234 (`a-long-server`), for the layouts' tests.
+#[cfg(test)]
+pub fn sample_event() -> Event {
+    let mut e = Event { family: AF_INET, sport: 80, dport: 51000, ts_ns: 5_000_000_000, ..Default::default() };
+    e.task.pid = 1234;
+    e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    e.daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
+    e.task.comm[..13].copy_from_slice(b"a-long-server");
+    e
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,17 +43,8 @@ impl Format for Layout {
 mod tests {
     use super::*;
     use crate::cli::OutputArgs;
-    use crate::event::{AF_INET, EVENT_CLOSE, EVENT_CONNECT, EVENT_FAIL};
+    use crate::event::{sample_event as sample, EVENT_CLOSE, EVENT_CONNECT, EVENT_FAIL};
     use crate::text::TracerColumns;
-
-    fn sample() -> Event {
-        let mut e = Event { family: AF_INET, sport: 80, dport: 51000, ts_ns: 5_000_000_000, ..Default::default() };
-        e.task.pid = 1234;
-        e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        e.daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
-        e.task.comm[..13].copy_from_slice(b"a-long-server");
-        e
-    }
 
     #[test]
     fn events_with_identity_allocate_nothing_once_their_cgroup_is_known() {

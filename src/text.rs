@@ -294,16 +294,7 @@ impl Format for TracerText {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::AF_INET;
-
-    fn sample() -> Event {
-        let mut e = Event { family: AF_INET, sport: 80, dport: 51000, ts_ns: 5_000_000_000, ..Default::default() };
-        e.task.pid = 1234;
-        e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        e.daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
-        e.task.comm[..13].copy_from_slice(b"a-long-server");
-        e
-    }
+    use crate::event::sample_event as sample;
 
     fn render(f: &mut AcceptText, events: &[Event]) -> String {
         let mut out = Vec::new();
