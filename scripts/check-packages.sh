@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# CI, after scripts/package.sh: installs the .deb on this machine and proves it works (version, man page, a
+# CI, after scripts/package.sh for x86-64 and arm64: installs the x86-64 .deb on this machine and proves it works (version, man page, a
 # real trace of a loopback connection with the installed binary), removes it and proves every file it
 # installed is gone; checks that its binary is stripped, links only Debian's libelf and zlib (besides glibc)
 # and that tcpkit-dbgsym holds the symbols of exactly that binary; lists the .rpm's files and checks they
-# are the same set; checks the static tarball's binary is static and runs. Needs root.
+# are the same set; checks the static tarball's binary is static and runs. The arm64 packages cannot run
+# here: their architecture fields, that their binaries are aarch64 ELF files linking the same libraries, that
+# the symbols match, and that they hold the same files. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-deb=$(ls target/pkg/tcpkit_*.deb)
-dbgsym=$(ls target/pkg/tcpkit-dbgsym_*.ddeb)
-rpm=$(ls target/pkg/tcpkit-[0-9]*.rpm)
-debuginfo=$(ls target/pkg/tcpkit-debuginfo-*.rpm)
-tarball=$(ls target/pkg/tcpkit-*-static.tar.gz)
+deb=$(ls target/pkg/tcpkit_*_amd64.deb)
+dbgsym=$(ls target/pkg/tcpkit-dbgsym_*_amd64.ddeb)
+rpm=$(ls target/pkg/tcpkit-[0-9]*.x86_64.rpm)
+debuginfo=$(ls target/pkg/tcpkit-debuginfo-*.x86_64.rpm)
+tarball=$(ls target/pkg/tcpkit-*-x86_64-static.tar.gz)
 fail() { echo "check-packages: $*" >&2; exit 1; }
 
 echo "== dpkg -c $deb"
@@ -73,5 +75,32 @@ tar -C "$work" -xzf "$tarball"
 static_bin=$(ls "$work"/tcpkit-*-static/tcpkit)
 readelf -d "$static_bin" | grep NEEDED >/dev/null && fail "the tarball's binary is not static"
 "$static_bin" --version | grep '^tcpkit [0-9]' >/dev/null || fail "the tarball's binary does not run"
+
+# arm64: what can be checked without an arm64 machine.
+arm_deb=$(ls target/pkg/tcpkit_*_arm64.deb)
+echo "== $arm_deb"
+[ "$(dpkg-deb -f "$arm_deb" Architecture)" = arm64 ] || fail "$arm_deb: Architecture $(dpkg-deb -f "$arm_deb" Architecture)"
+dpkg-deb -f "$arm_deb" Depends | grep libelf1 >/dev/null || fail "$arm_deb: Depends $(dpkg-deb -f "$arm_deb" Depends)"
+diff <(dpkg -c "$deb" | awk '{ print $6 }') <(dpkg -c "$arm_deb" | awk '{ print $6 }') \
+  || fail "the arm64 .deb holds other files than the x86-64 one"
+mkdir "$work/arm"
+dpkg-deb -x "$arm_deb" "$work/arm"
+arm_bin="$work/arm/usr/sbin/tcpkit"
+readelf -h "$arm_bin" | grep 'Machine: *AArch64' >/dev/null || fail "$arm_bin is not an aarch64 ELF file"
+arm_needed=$(readelf -d "$arm_bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' \
+  | grep -v '^ld-linux\|^libc\.so\|^libgcc_s\.so' | sort | tr '\n' ' ')
+[ "$arm_needed" = "libelf.so.1 libz.so.1 " ] || fail "the arm64 binary needs: $arm_needed"
+arm_id=$(readelf -n "$arm_bin" | sed -n 's/^ *Build ID: *//p')
+dpkg -c "$(ls target/pkg/tcpkit-dbgsym_*_arm64.ddeb)" | grep "/usr/lib/debug/.build-id/${arm_id:0:2}/${arm_id:2}.debug\$" \
+  >/dev/null || fail "tcpkit-dbgsym for arm64 has no symbols for build id $arm_id"
+for f in target/pkg/tcpkit-[0-9]*.aarch64.rpm target/pkg/tcpkit-debuginfo-*.aarch64.rpm; do
+  [ "$(rpm -qp --qf '%{ARCH}' "$f" 2>/dev/null)" = aarch64 ] || fail "$f is not an aarch64 RPM"
+done
+tar -C "$work" -xzf "$(ls target/pkg/tcpkit-*-aarch64-static.tar.gz)"
+arm_static=$(ls "$work"/tcpkit-*-aarch64-static/tcpkit)
+readelf -h "$arm_static" | grep 'Machine: *AArch64' >/dev/null || fail "$arm_static is not an aarch64 ELF file"
+readelf -d "$arm_static" | grep NEEDED >/dev/null && fail "the arm64 tarball's binary is not static"
+echo "== arm64: architecture, binary, symbols and file list as expected"
+
 rm -rf "$work"
 echo "packages: all checks passed"

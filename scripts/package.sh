@@ -1,31 +1,61 @@
 #!/usr/bin/env bash
-# Builds tcpkit's packages for this machine's architecture into target/pkg/:
+# Builds tcpkit's packages for one architecture (this machine's, or --arch arm64 cross-built on x86-64) into
+# target/pkg/, beside those of the other architecture:
 #   tcpkit_<v>-1_<arch>.deb, tcpkit-dbgsym_<v>-1_<arch>.ddeb   Debian's way: libelf and zlib from the distro
 #                                (Depends from dpkg-shlibdeps), libbpf linked in, stripped; symbols apart
 #   tcpkit-<v>-1.<arch>.rpm, tcpkit-debuginfo-<v>-1.<arch>.rpm the same binary for RPM distributions
 #   tcpkit-<v>-<arch>-static.tar.gz   the static binary (glibc, libbpf, libelf, zlib inside: needs nothing but
 #                                the kernel), as the container image has it, with the man pages
+#
+#   scripts/package.sh [--arch x86_64|arm64]
+#
 # Then lintian and rpmlint check them (scripts/lint-packages.sh). Installs cargo-deb (cargo) and rpmbuild
-# (apt) when missing.
+# (apt) when missing, and for a cross build what scripts/setup-cross.sh installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+host=$(uname -m)
+arch=$host
+if [ "${1:-}" = "--arch" ]; then
+  case "${2:-}" in
+    x86_64 | amd64) arch=x86_64 ;;
+    arm64 | aarch64) arch=aarch64 ;;
+    *) echo "package: --arch takes x86_64 or arm64, not '${2:-}'" >&2; exit 2 ;;
+  esac
+fi
+case "$arch" in x86_64) debarch=amd64 ;; aarch64) debarch=arm64 ;; esac
+triple="$arch-unknown-linux-gnu"
 scripts/setup.sh >&2
+tools="" # binutils for the target: the build machine's own, or the cross ones
+if [ "$arch" != "$host" ]; then
+  scripts/setup-cross.sh "$arch" >&2
+  tools="$arch-linux-gnu-"
+fi
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-arch=$(uname -m)
 pkg=target/pkg
-rm -rf "$pkg"
-mkdir -p "$pkg/man" "$pkg/completions" "$pkg/bin" "$pkg/debug"
+stage=$pkg/stage # what the packages are made of, for this architecture (Cargo.toml's assets point here)
+rm -rf "$stage"
+rm -f "$pkg"/tcpkit*_"$debarch".deb "$pkg"/tcpkit*_"$debarch".ddeb "$pkg"/tcpkit*."$arch".rpm \
+  "$pkg"/tcpkit-*-"$arch"-static.tar.gz
+mkdir -p "$stage/man" "$stage/completions" "$stage/bin" "$stage/debug"
 
-cargo build --profile dist --locked --bin tcpkit
-bin=target/dist/tcpkit
-static=$(scripts/build-static.sh)
+# Debian's libelf and zlib of the target (and of this machine, for the libbpf-sys build scripts link).
+export "LIBBPF_SYS_LIBRARY_PATH_${triple//-/_}=/usr/lib/$arch-linux-gnu" \
+  "LIBBPF_SYS_LIBRARY_PATH_${host}_unknown_linux_gnu=/usr/lib/$host-linux-gnu"
+cargo build --profile dist --locked --target "$triple" --bin tcpkit
+bin=target/$triple/dist/tcpkit
+static=$(scripts/build-static.sh --arch "$arch")
+runnable=$bin # the completions come from the flag definitions, the same on every architecture
+if [ "$arch" != "$host" ]; then
+  cargo build --release --locked --bin tcpkit
+  runnable=target/release/tcpkit
+fi
 
 # What the packages ship besides the binary, generated fresh: gzipped man pages (Debian policy) and the
 # completion scripts, which come from the binary's own flag definitions.
-for page in man/*.8; do gzip -9n < "$page" > "$pkg/man/$(basename "$page").gz"; done
-"$bin" completions bash > "$pkg/completions/tcpkit.bash"
-"$bin" completions zsh > "$pkg/completions/_tcpkit"
-"$bin" completions fish > "$pkg/completions/tcpkit.fish"
+for page in man/*.8; do gzip -9n < "$page" > "$stage/man/$(basename "$page").gz"; done
+"$runnable" completions bash > "$stage/completions/tcpkit.bash"
+"$runnable" completions zsh > "$stage/completions/_tcpkit"
+"$runnable" completions fish > "$stage/completions/tcpkit.fish"
 
 command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
 command -v rpmbuild >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends rpm; }
@@ -34,19 +64,21 @@ command -v rpmbuild >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninte
 build_id=$(readelf -n "$bin" | sed -n 's/^ *Build ID: *//p')
 [ -n "$build_id" ] || { echo "package: $bin has no build id" >&2; exit 1; }
 debug_file="/usr/lib/debug/.build-id/${build_id:0:2}/${build_id:2}.debug"
-mkdir -p "$pkg/debug$(dirname "$debug_file")"
-objcopy --only-keep-debug --compress-debug-sections=zlib "$bin" "$pkg/debug$debug_file"
-chmod 644 "$pkg/debug$debug_file"
-objcopy --strip-all --remove-section=.comment --add-gnu-debuglink="$pkg/debug$debug_file" "$bin" "$pkg/bin/tcpkit"
+mkdir -p "$stage/debug$(dirname "$debug_file")"
+"${tools}objcopy" --only-keep-debug --compress-debug-sections=zlib "$bin" "$stage/debug$debug_file"
+chmod 644 "$stage/debug$debug_file"
+"${tools}objcopy" --strip-all --remove-section=.comment --add-gnu-debuglink="$stage/debug$debug_file" "$bin" \
+  "$stage/bin/tcpkit"
 
-cargo deb --no-build --no-strip --no-dbgsym --output "$pkg/"
-deb_version=$(dpkg-deb -f "$pkg"/tcpkit_*.deb Version)
-deb_arch=$(dpkg-deb -f "$pkg"/tcpkit_*.deb Architecture)
+cargo deb --target "$triple" --no-build --no-strip --no-dbgsym --output "$pkg/"
+deb="$pkg/tcpkit_${version}-1_$debarch.deb"
+deb_version=$(dpkg-deb -f "$deb" Version)
+deb_arch=$(dpkg-deb -f "$deb" Architecture)
 # tcpkit-dbgsym as debhelper makes one: marked as an automatic debug package, its doc directory a link to
 # tcpkit's (which it depends on exactly), so copyright and changelog are tcpkit's.
-root="$pkg/dbgsym"
+root="$stage/dbgsym"
 mkdir -p "$root/DEBIAN" "$root/usr/share/doc"
-cp -a "$pkg/debug/usr" "$root/"
+cp -a "$stage/debug/usr" "$root/"
 ln -s tcpkit "$root/usr/share/doc/tcpkit-dbgsym"
 (cd "$root" && find usr -type f -exec md5sum {} +) > "$root/DEBIAN/md5sums"
 cat > "$root/DEBIAN/control" <<CONTROL
@@ -55,7 +87,7 @@ Source: tcpkit
 Version: $deb_version
 Auto-Built-Package: debug-symbols
 Architecture: $deb_arch
-Maintainer: $(dpkg-deb -f "$pkg"/tcpkit_*.deb Maintainer)
+Maintainer: $(dpkg-deb -f "$deb" Maintainer)
 Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)
 Depends: tcpkit (= $deb_version)
 Section: debug
@@ -68,17 +100,14 @@ rm -rf "$root"
 
 # The RPMs, from packaging/tcpkit.spec: rpmbuild packs the same files (and sets every header a
 # distribution's rpmlint asks for), Requires from the binary's ELF.
-rpm_arch=$(uname -m)
-rpmbuild -bb --quiet --target "$rpm_arch" --define "_topdir $PWD/$pkg/rpmbuild" --define "pkgdir $PWD/$pkg" \
+rpmbuild -bb --quiet --target "$arch" --define "_topdir $PWD/$stage/rpmbuild" --define "pkgdir $PWD/$stage" \
   --define "srcdir $PWD" --define "tcpkit_version $version" packaging/tcpkit.spec
-mv "$pkg/rpmbuild/RPMS/$rpm_arch"/*.rpm "$pkg/"
-rm -rf "${pkg:?}/rpmbuild"
+mv "$stage/rpmbuild/RPMS/$arch"/*.rpm "$pkg/"
 
 # The static binary, stripped, for machines without a package manager of these kinds.
 dir="tcpkit-$version-$arch-static"
-mkdir -p "$pkg/$dir"
-strip -o "$pkg/$dir/tcpkit" "$static"
-cp man/*.8 LICENSE README.md "$pkg/$dir/"
-tar -C "$pkg" --owner=0 --group=0 --sort=name -czf "$pkg/$dir.tar.gz" "$dir"
-rm -rf "${pkg:?}/$dir"
-ls -1 "$pkg"/*.deb "$pkg"/*.ddeb "$pkg"/*.rpm "$pkg"/*.tar.gz
+mkdir -p "$stage/$dir"
+"${tools}strip" -o "$stage/$dir/tcpkit" "$static"
+cp man/*.8 LICENSE README.md "$stage/$dir/"
+tar -C "$stage" --owner=0 --group=0 --sort=name -czf "$pkg/$dir.tar.gz" "$dir"
+ls -1 "$pkg"/tcpkit*_"$debarch".deb "$pkg"/tcpkit*_"$debarch".ddeb "$pkg"/tcpkit*."$arch".rpm "$pkg/$dir.tar.gz"
