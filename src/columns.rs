@@ -129,12 +129,20 @@ pub fn uint(mut n: u64) -> StackText<20> {
     text
 }
 
+/// The last `width` decimal digits of `n`, zero-padded (`width` at most 19).
+pub fn zero_padded(n: u64, width: u32) -> StackText<20> {
+    let mut text = uint(n % 10u64.pow(width) + 10u64.pow(width)); // a leading 1, then the digits
+    text.buf.copy_within(1..text.len, 0);
+    text.len -= 1;
+    text
+}
+
 /// `whole.fff`: a number with three decimals, `fraction` in thousandths (below 1000).
 pub fn thousandths(whole: u64, fraction: u64) -> StackText<32> {
     let mut text = StackText::new();
     text.push(uint(whole).as_str().as_bytes());
     text.push(b".");
-    text.push(&uint(1000 + fraction % 1000).as_str().as_bytes()[1..]); // past the leading 1
+    text.push(zero_padded(fraction, 3).as_str().as_bytes());
     text
 }
 
@@ -250,6 +258,7 @@ mod tests {
         for n in [0, 7, 9, 10, 99, 100, 101, 65535, 4026531833, 10_000_000_000_000_000_000, u64::MAX] {
             assert_eq!(uint(n).as_str(), n.to_string());
             assert_eq!(thousandths(n, n % 1000).as_str(), format!("{n}.{:03}", n % 1000));
+            assert_eq!(zero_padded(n, 9).as_str(), format!("{:09}", n % 1_000_000_000));
         }
         let mapped = Ipv4Addr::LOCALHOST.to_ipv6_mapped();
         let longest = Ipv6Addr::new(0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff);

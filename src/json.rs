@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use chrono::{Local, TimeZone};
 
-use crate::columns::{ip, uint};
+use crate::columns::{ip, uint, zero_padded};
 use crate::event::{Event, EVENT_CLOSE};
 use crate::format::{type_names, Clock, Format};
 use crate::identity::CgroupCache;
@@ -44,11 +44,10 @@ impl Json {
                 self.cached_offset = t.format("%:z").to_string();
             }
         }
-        let nanos = uint(wall_ns % 1_000_000_000 + 1_000_000_000); // a leading 1, then the 9 digits
         w.write_all(b"\"time\":\"")?;
         w.write_all(self.cached_date.as_bytes())?;
         w.write_all(b".")?;
-        w.write_all(&nanos.as_str().as_bytes()[1..])?;
+        w.write_all(zero_padded(wall_ns, 9).as_str().as_bytes())?;
         w.write_all(self.cached_offset.as_bytes())?;
         number(w, b"\",\"time_ns\":", wall_ns)
     }
