@@ -14,6 +14,12 @@ rpm=$(ls target/pkg/tcpkit-[0-9]*.x86_64.rpm)
 debuginfo=$(ls target/pkg/tcpkit-debuginfo-*.x86_64.rpm)
 tarball=$(ls target/pkg/tcpkit-*-x86_64-static.tar.gz)
 fail() { echo "check-packages: $*" >&2; exit 1; }
+# The libraries BIN needs besides glibc, the loader and libgcc_s, sorted, space-separated.
+extra_libs() {
+  readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | grep -v '^ld-linux\|^libc\.so\|^libgcc_s\.so' \
+    | sort | tr '\n' ' '
+}
+build_id() { readelf -n "$1" | sed -n 's/^ *Build ID: *//p'; }
 
 echo "== dpkg -c $deb"
 dpkg -c "$deb"
@@ -24,12 +30,11 @@ mapfile -t installed < <(dpkg -L tcpkit | while read -r f; do if [ -f "$f" ]; th
 /usr/sbin/tcpkit --version | grep -q '^tcpkit [0-9].* (' || fail "tcpkit --version"
 man -w tcpkit-accept | grep -q '^/usr/share/man/man8/tcpkit-accept.8.gz$' || fail "man -w tcpkit-accept"
 # Besides glibc, the loader and libgcc_s: Debian's libelf and zlib, nothing else (libbpf is linked in).
-needed=$(readelf -d /usr/sbin/tcpkit | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' \
-  | grep -v '^ld-linux\|^libc\.so\|^libgcc_s\.so' | sort | tr '\n' ' ')
+needed=$(extra_libs /usr/sbin/tcpkit)
 [ "$needed" = "libelf.so.1 libz.so.1 " ] || fail "the binary needs: $needed"
 dpkg-deb -f "$deb" Depends | grep -q 'libelf1' || fail "Depends does not name libelf1: $(dpkg-deb -f "$deb" Depends)"
 readelf -SW /usr/sbin/tcpkit | grep '\.symtab\|\.debug_info\|\.debug_line' >/dev/null && fail "the installed binary is not stripped"
-build_id=$(readelf -n /usr/sbin/tcpkit | sed -n 's/^ *Build ID: *//p')
+build_id=$(build_id /usr/sbin/tcpkit)
 dpkg -c "$dbgsym" | grep "/usr/lib/debug/.build-id/${build_id:0:2}/${build_id:2}.debug\$" >/dev/null \
   || fail "$dbgsym has no symbols for build id $build_id"
 
@@ -87,10 +92,9 @@ mkdir "$work/arm"
 dpkg-deb -x "$arm_deb" "$work/arm"
 arm_bin="$work/arm/usr/sbin/tcpkit"
 readelf -h "$arm_bin" | grep 'Machine: *AArch64' >/dev/null || fail "$arm_bin is not an aarch64 ELF file"
-arm_needed=$(readelf -d "$arm_bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' \
-  | grep -v '^ld-linux\|^libc\.so\|^libgcc_s\.so' | sort | tr '\n' ' ')
+arm_needed=$(extra_libs "$arm_bin")
 [ "$arm_needed" = "libelf.so.1 libz.so.1 " ] || fail "the arm64 binary needs: $arm_needed"
-arm_id=$(readelf -n "$arm_bin" | sed -n 's/^ *Build ID: *//p')
+arm_id=$(build_id "$arm_bin")
 dpkg -c "$(ls target/pkg/tcpkit-dbgsym_*_arm64.ddeb)" | grep "/usr/lib/debug/.build-id/${arm_id:0:2}/${arm_id:2}.debug\$" \
   >/dev/null || fail "tcpkit-dbgsym for arm64 has no symbols for build id $arm_id"
 for f in target/pkg/tcpkit-[0-9]*.aarch64.rpm target/pkg/tcpkit-debuginfo-*.aarch64.rpm; do
