@@ -350,6 +350,41 @@ fn reset_by_the_peer_names_the_owner_not_the_running_task() {
 }
 
 #[test]
+fn connection_reset_while_it_waits_to_be_accepted_closes_after_its_accept() {
+    // The client resets the connection while it still waits in the listener's queue: the server's end dies
+    // in softirq before any process holds it. The server accepts it afterwards; its A and then its X must
+    // both show, naming the server, exactly once (with -L: ended by a reset).
+    for lifespan in [false, true] {
+        let mut server = Peer::listen(&["--wait"], &[]);
+        let mut tcpkit = start(if lifespan { &["-L"] } else { &[] });
+        let target = v4(server.port).to_string();
+        let mut client = Peer::spawn(&[], "connect", &["--addr", &target, "--end", "reset"]);
+        let (cport, _) = reported(&mut client, "connected", 1)[0];
+        client.wait_exit();
+        let sport = server.port;
+        tcpkit.expect_all("the client's C and X", &[&row_of("C", cport, sport), &row_of("X", cport, sport)]);
+        server.go();
+        server.expect_accepted(0); // a connection that has ended has no peer address for getpeername()
+        let lines = tcpkit.expect_all(
+            &format!("the server's A and X of the reset connection (-L: {lifespan})"),
+            &[&row_of("A", sport, cport), &row_of("X", sport, cport)],
+        );
+        for (line, kind) in lines.iter().zip(["A", "X"]) {
+            let want = row(kind, server.pid, PEER, 4, "127.0.0.1", "127.0.0.1", sport, cport);
+            assert!(line.starts_with(want.trim_end()), "{line:?} is not {want:?}");
+        }
+        if lifespan {
+            assert_eq!(columns(&lines[1])[8], "reset", "{:?}", lines[1]);
+        }
+        server.wait_done();
+        let all = tcpkit.stop_and_collect();
+        let server_x: Vec<usize> = (0..all.len()).filter(|&i| row_of("X", sport, cport)(&all[i])).collect();
+        let accept = all.iter().position(|l| row_of("A", sport, cport)(l));
+        assert!(server_x.len() == 1 && accept < Some(server_x[0]), "not one X after the A: {all:#?}");
+    }
+}
+
+#[test]
 fn connections_from_before_start_close_with_the_closer_or_unknown() {
     // Opened before tcpkit: C and A are history. A close by a process names it; an end by the network
     // (here a reset from the server) cannot know the owner: PID 0, [unknown]; -p leaves such lines out.

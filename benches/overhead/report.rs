@@ -474,6 +474,12 @@ pub(crate) fn soak_table(machine: &Machine, soak: &crate::soak::Soak) -> String 
         thousands(f.0),
         thousands(f.1)
     );
+    t += &format!(
+        "closes the network ended (named by their owner; here: reset while queued, reported by the accept): {}\n",
+        thousands(soak.owner_closes)
+    );
+    let skipped: Vec<String> = soak.skipped_runs.iter().map(|(name, n)| format!("{name} {n}")).collect();
+    t += &format!("runs the kernel skipped (recursion_misses), by program: {}\n", skipped.join(", "));
     for line in soak.unmatched.iter().take(20) {
         t += &format!("unmatched: {line}\n");
     }

@@ -10,6 +10,7 @@ use std::process::{ChildStdout, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use libbpf_rs::query::ProgInfoIter;
 use libbpf_rs::{MapCore, MapHandle};
 use nix::unistd::Pid;
 
@@ -38,6 +39,12 @@ pub(crate) struct Soak {
     pub(crate) by_type: [(u64, u64); 4],
     /// The connections (by client port) whose records do not add up.
     pub(crate) unmatched: Vec<String>,
+    /// Closes that name the owner, not the closing task: the network ended them. In this load that is a
+    /// connection the client reset while it waited to be accepted, reported by its accept.
+    pub(crate) owner_closes: u64,
+    /// Each of tcpkit's programs with the runs the kernel skipped (recursion_misses: the program was already
+    /// running on that CPU), at the end: an event such a run would have made is missing, and not lost.
+    pub(crate) skipped_runs: Vec<(String, u64)>,
 }
 
 pub(crate) fn soak(bench: &mut Bench, duration: Duration) -> io::Result<Soak> {
@@ -85,6 +92,7 @@ pub(crate) fn soak(bench: &mut Bench, duration: Duration) -> io::Result<Soak> {
         );
     }
     thread::sleep(Duration::from_millis(300)); // what the kernel still holds reaches the pipe
+    let skipped_runs = skipped_runs(pid);
     let exit = stop(pid)?;
     let tally = counter.join().map_err(|_| io::Error::other("the counting thread panicked"))?;
     let counts = tally.counts;
@@ -93,11 +101,13 @@ pub(crate) fn soak(bench: &mut Bench, duration: Duration) -> io::Result<Soak> {
     let by_type = [(counts[0], connected), (counts[1], accepted), (counts[2], connected + accepted), (counts[3], 0)];
     let stderr = fs::read_to_string(&err_path)?;
     let lost = tcpkit_lost(&stderr);
-    Ok(Soak { samples, expected, printed, lost, exit: exit.describe(), by_type, unmatched })
+    let owner_closes = tally.owner_closes;
+    Ok(Soak { samples, expected, printed, lost, exit: exit.describe(), by_type, unmatched, owner_closes, skipped_runs })
 }
 
 /// Records by type, in the order of TYPES.
 const TYPES: [&[u8]; 4] = [b"connect", b"accept", b"close", b"fail"];
+const OWNER: &[u8] = b"\"task\":\"owner\"";
 
 /// What came off the pipe: records by type, and per port the records that name it, so that a missing event
 /// names its connection's client port (and which side's close it was).
@@ -111,6 +121,7 @@ struct Tally {
     first_connect_ns: u64,
     /// Seconds into the run of connections found incomplete when their client port was used again.
     incomplete_at: Vec<(usize, f64)>,
+    owner_closes: u64,
 }
 
 impl Tally {
@@ -154,6 +165,7 @@ fn count_records(pipe: ChildStdout) -> thread::JoinHandle<Tally> {
             last_connect_ns: vec![0; 65536],
             first_connect_ns: 0,
             incomplete_at: Vec::new(),
+            owner_closes: 0,
         };
         let mut line = Vec::with_capacity(1024);
         while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
@@ -185,6 +197,9 @@ fn count_records(pipe: ChildStdout) -> thread::JoinHandle<Tally> {
                         2 => {
                             tally.ports[lport][2] += 1;
                             tally.ports[rport][3] += 1;
+                            if line.windows(OWNER.len()).any(|w| w == OWNER) {
+                                tally.owner_closes += 1;
+                            }
                         }
                         _ => {}
                     }
@@ -205,6 +220,15 @@ fn sample(pid: Pid, started: Instant, events: u64, wall: Duration, cpu: Duration
         events_per_s: events as f64 / wall.as_secs_f64().max(1e-9),
         cpu_us_per_event: per(cpu.as_secs_f64() * 1e6),
     }
+}
+
+/// The programs `pid` holds, each with the runs the kernel skipped so far.
+fn skipped_runs(pid: Pid) -> Vec<(String, u64)> {
+    let ids = fdinfo_ids(pid, "prog_id:");
+    ProgInfoIter::default()
+        .filter(|p| ids.contains(&p.id))
+        .map(|p| (p.name.to_string_lossy().into_owned(), p.recursion_misses))
+        .collect()
 }
 
 /// Entries of the BPF map called `name` that the process holds (0 if it holds none).

@@ -15,6 +15,8 @@
  *   X  the change out of ESTABLISHED or CLOSE_WAIT into FIN_WAIT1, LAST_ACK or CLOSE: exactly once per
  *      connection. If a task holds the socket lock, that task is closing it (close(), shutdown(), exit, or
  *      socket-destroy) and is reported; otherwise the network ended it (reset, timeout) and the owner is.
+ *      A connection reset while it waits in a listener's queue has no process yet: its accept reports
+ *      it, right after the A, with the accepting task.
  *   F  (--failed) a connect that failed. After the SYN the network says so: SYN_SENT -> CLOSE, with the error
  *      the kernel wrote into sk_err just before (refused, timed out, unreachable), and the owner remembered
  *      at connect(). Before any SYN (no route, no free local port) only connect()'s return value says so:
@@ -43,14 +45,16 @@ struct owner {
 	struct task_info task;
 	__u64 start_ns;     /* connect(), or the completed handshake of an accepted connection; 0: not seen */
 	__u64 acked_base;   /* bytes_acked once established: the SYN that a connecting end's count includes */
+	__u64 ended_ns;     /* when it ended, if it ended before any process accepted it */
 	bool has_task;      /* false: a handshake seen (lifespan) that no wanted task has accepted yet */
+	__u8 ended_from;    /* the state it ended from, if it ended before its accept; 0 otherwise */
 };
 
 /*
  * Socket -> what is known of its connection, for connections that pass the task filters. An entry lives
- * from connect()/accept() (with lifespan on: from the completed handshake) to the change to CLOSE; LRU, so
- * sockets that vanish without one (and a server with more open connections than entries) cost old entries,
- * never new events.
+ * from connect()/accept() (with lifespan on: from the completed handshake) to the change to CLOSE, or, for
+ * a connection reset while it waited to be accepted, to its accept; LRU, so sockets that vanish without
+ * either (and a server with more open connections than entries) cost old entries, never new events.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -75,24 +79,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct connect_call);
 } connect_calls SEC(".maps");
-
-static __always_inline void accepted(const struct sock *sk, const struct sock_key *key,
-				     const struct task_info *task, __u8 hook, int btf)
-{
-	struct owner owner = { .task = *task, .has_task = true };
-	__u64 id = (__u64)sk;
-
-	if (lifespan) {
-		struct owner *handshake = bpf_map_lookup_elem(&owners, &id);
-
-		if (handshake)
-			owner.start_ns = handshake->start_ns;
-	}
-	bpf_map_update_elem(&owners, &id, &owner, BPF_ANY);
-	submit_sock_event(sk, key, task, TASK_CURRENT, EVENT_ACCEPT, hook, btf);
-}
-
-#include "accept.bpf.h"
 
 static __always_inline bool is_plain_tcp(const struct sock *sk)
 {
@@ -213,13 +199,13 @@ static __always_inline bool held_by_a_task(const struct sock *sk)
 }
 
 /* How a connection ended, from the state it went to and the error the kernel set on the way. */
-static __always_inline __u8 end_kind(const struct sock *sk, int new)
+static __always_inline __u8 end_kind(int new, int err)
 {
 	if (new == TCP_FIN_WAIT1)
 		return END_CLOSE;
 	if (new == TCP_LAST_ACK)
 		return END_PEER;
-	switch (sk->sk_err) { /* to CLOSE: tcp_reset, tcp_write_err and tcp_abort write it first */
+	switch (err) { /* to CLOSE: tcp_reset, tcp_write_err and tcp_abort write it first */
 	case 0:
 	case ECONNABORTED:
 		return END_ABORT;
@@ -231,18 +217,22 @@ static __always_inline __u8 end_kind(const struct sock *sk, int new)
 	}
 }
 
-/* The lifespan fields of a close event. The peer's FIN counts one in bytes_received, as the SYN does in
- * a connecting end's bytes_acked: neither is data. */
-static __always_inline void fill_lifespan(struct event *e, const struct sock *sk, const struct owner *owner,
-					  int old, int new)
+/*
+ * The lifespan fields of a close event: the connection ended at ended_ns, from state old to new; sk read
+ * the way `btf` says. The peer's FIN counts one in bytes_received, as the SYN does in a connecting end's
+ * bytes_acked: neither is data.
+ */
+static __always_inline void fill_lifespan(struct event *e, const struct sock *sk, int btf,
+					  const struct owner *owner, int old, int new, __u64 ended_ns)
 {
-	const struct tcp_sock *tp = tcp_of(sk, SK_BTF);
-	__u64 received = tp ? tp->bytes_received : 0;
-	__u64 acked = tp ? tp->bytes_acked : 0;
+	const struct tcp_sock *tp = tcp_of(sk, btf);
+	const struct tcp_sock *probed = (const struct tcp_sock *)sk;
+	__u64 received = tp ? tp->bytes_received : BPF_CORE_READ(probed, bytes_received);
+	__u64 acked = tp ? tp->bytes_acked : BPF_CORE_READ(probed, bytes_acked);
 
-	e->end = end_kind(sk, new);
+	e->end = end_kind(new, SK_READ(btf, sk, sk_err));
 	if (owner && owner->start_ns)
-		e->duration_ns = e->ts_ns - owner->start_ns;
+		e->duration_ns = ended_ns - owner->start_ns;
 	if (owner && acked >= owner->acked_base)
 		acked -= owner->acked_base;
 	if (old == TCP_CLOSE_WAIT && received)
@@ -251,8 +241,47 @@ static __always_inline void fill_lifespan(struct event *e, const struct sock *sk
 	e->bytes_received = received;
 }
 
-/* Out of ESTABLISHED or CLOSE_WAIT for good: the connection ends. */
-static __always_inline void connection_ended(const struct sock *sk, int old, int new)
+/*
+ * The X of a connection that ended before its accept (see connection_ended), reported by the accept: the
+ * network ended it, so its task is the owner the accept makes.
+ */
+static __always_inline void ended_before_accept(const struct sock *sk, const struct sock_key *key,
+						const struct task_info *task, const struct owner *before, __u8 hook,
+						int btf)
+{
+	struct event *e = reserve_event();
+
+	if (!e)
+		return;
+	fill_sock_event(e, sk, key, task, TASK_OWNER, EVENT_CLOSE, hook, btf);
+	if (lifespan)
+		fill_lifespan(e, sk, btf, before, before->ended_from, TCP_CLOSE, before->ended_ns);
+	submit_event(e);
+}
+
+/*
+ * A connection the network ended (a reset) while it waited in a listener's queue: no process has it yet,
+ * but one may accept it still, and that accept reports its X (ended_before_accept). A listener that closes
+ * with connections in its queue ends them with no error set: those are never accepted, and not kept.
+ * True when the entry is kept for the accept.
+ */
+static __always_inline bool keep_end_for_accept(const struct sock *sk, struct owner *owner, int old)
+{
+	struct owner ended = { .ended_ns = bpf_ktime_get_ns(), .ended_from = old };
+	__u64 id = (__u64)sk;
+
+	if (!sk->sk_err)
+		return false;
+	if (owner) { /* lifespan: the handshake's entry, with the connection's start */
+		owner->ended_ns = ended.ended_ns;
+		owner->ended_from = old;
+		return true;
+	}
+	return bpf_map_update_elem(&owners, &id, &ended, BPF_ANY) == 0;
+}
+
+/* Out of ESTABLISHED or CLOSE_WAIT for good: the connection ends. True when its entry is to be kept. */
+static __always_inline bool connection_ended(const struct sock *sk, int old, int new)
 {
 	struct sock_key key = {};
 	struct task_info task = {};
@@ -263,14 +292,14 @@ static __always_inline void connection_ended(const struct sock *sk, int old, int
 	struct event *e;
 
 	if (!read_sock_key(sk, &key, true) || !sock_wanted(&key))
-		return;
+		return false;
 	if (lifespan || !held_by_a_task(sk))
 		owner = bpf_map_lookup_elem(&owners, &id);
 	if (held_by_a_task(sk)) {
 		__u64 pid_tgid = bpf_get_current_pid_tgid();
 
 		if (!task_wanted(pid_tgid))
-			return;
+			return false;
 		current_task_info(&task, pid_tgid);
 		who = &task;
 		source = TASK_CURRENT;
@@ -279,23 +308,70 @@ static __always_inline void connection_ended(const struct sock *sk, int old, int
 		source = TASK_OWNER;
 	} else {
 		/*
-		 * No owner: a connection from before tcpkit started, ended by the network. It is shown, with no
-		 * task, unless a task filter asks for tasks it cannot be matched against, or no process ever had it
-		 * (a connection that waited in a listener's queue and was never accepted has no socket).
+		 * No owner. With no socket, no process has had it yet: it waited in a listener's queue. Otherwise
+		 * it is a connection from before tcpkit started, ended by the network: shown with no task, unless
+		 * a task filter asks for tasks it cannot be matched against.
 		 */
-		if (any_task_filter() || !sk->sk_socket)
-			return;
+		if (!sk->sk_socket)
+			return keep_end_for_accept(sk, owner, old);
+		if (any_task_filter())
+			return false;
 		who = &task;
 		source = TASK_UNKNOWN;
 	}
 	e = reserve_event();
 	if (!e)
-		return;
+		return false;
 	fill_sock_event(e, sk, &key, who, source, EVENT_CLOSE, HOOK_TRACEPOINT, true);
 	if (lifespan)
-		fill_lifespan(e, sk, owner, old, new);
+		fill_lifespan(e, sk, SK_BTF, owner, old, new, e->ts_ns);
 	submit_event(e);
+	return false;
 }
+
+/*
+ * An accept. A socket already closed when accepted ended while it waited in the listener's queue (the
+ * client reset it): if its end was kept for this accept, the X follows the A, with the accepting task; a
+ * closed socket's entry would outlive it, so none is made. A kernel hook runs before the socket is
+ * grafted, so a reset between its reading of the state and its entry kept its end in the entry this
+ * accept replaced: still there once the state reads CLOSE (had the reset come after, it would have found
+ * this accept's entry, reported itself and deleted it). Its lifespan then ends now, from ESTABLISHED.
+ */
+static __always_inline void accepted(const struct sock *sk, const struct sock_key *key,
+				     const struct task_info *task, __u8 hook, int btf)
+{
+	struct owner owner = { .task = *task, .has_task = true };
+	struct owner meanwhile = { .ended_from = TCP_ESTABLISHED };
+	bool closed = SK_READ(btf, sk, __sk_common.skc_state) == TCP_CLOSE;
+	const struct owner *ended = NULL;
+	struct owner *before = NULL;
+	__u64 id = (__u64)sk;
+
+	if (lifespan || closed)
+		before = bpf_map_lookup_elem(&owners, &id);
+	if (before)
+		owner.start_ns = before->start_ns;
+	if (closed) {
+		if (before && before->ended_from)
+			ended = before;
+	} else {
+		bpf_map_update_elem(&owners, &id, &owner, BPF_ANY);
+		if (hook != HOOK_TRACEPOINT && SK_READ(btf, sk, __sk_common.skc_state) == TCP_CLOSE &&
+		    bpf_map_lookup_elem(&owners, &id)) {
+			meanwhile.start_ns = owner.start_ns;
+			meanwhile.ended_ns = bpf_ktime_get_ns();
+			ended = &meanwhile;
+			closed = true;
+		}
+	}
+	submit_sock_event(sk, key, task, TASK_CURRENT, EVENT_ACCEPT, hook, btf);
+	if (ended)
+		ended_before_accept(sk, key, task, ended, hook, btf);
+	if (closed && (before || ended))
+		bpf_map_delete_elem(&owners, &id);
+}
+
+#include "accept.bpf.h"
 
 /*
  * A BTF tracepoint: the kernel calls the program with the tracepoint's arguments, and sk is a BTF pointer
@@ -308,6 +384,7 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, const struct sock *sk, int old, int new)
 {
 	__u64 id = (__u64)sk;
+	bool keep = false;
 
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
@@ -322,8 +399,8 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, int old, int new)
 		if (lifespan)
 			handshake_done(sk);
 	} else if ((old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT) && new != TCP_CLOSE_WAIT)
-		connection_ended(sk, old, new);
-	if (new == TCP_CLOSE)
+		keep = connection_ended(sk, old, new);
+	if (new == TCP_CLOSE && !keep)
 		bpf_map_delete_elem(&owners, &id);
 	return 0;
 }
