@@ -289,8 +289,10 @@ fn refused_connects_leave_nothing_behind_and_a_later_connect_is_reported() {
             &["--addr", &target, "--refused", &REFUSED.to_string(), "--refused-addr", &closed.to_string()],
         );
         let pid = client.pid.to_string();
-        let args = ["-p", &pid, "--failed"];
-        let mut tcpkit = start(if failed { &args[..] } else { &args[..2] });
+        // A ring for all of them: 100,000 F lines in two seconds must not find it full while the other
+        // tests keep the CPUs busy.
+        let args = ["--ring-size", "16M", "-p", &pid, "--failed"];
+        let mut tcpkit = start(if failed { &args[..] } else { &args[..4] });
         client.go();
         // Two seconds here; minutes in an emulated qemu guest.
         let (cport, _) = reported_within(&mut client, "connected", 1, std::time::Duration::from_secs(900))[0];
@@ -306,14 +308,15 @@ fn refused_connects_leave_nothing_behind_and_a_later_connect_is_reported() {
             let calls = map_entries_of(tcpkit.pid(), "connect_calls");
             assert_eq!(calls, 0, "{REFUSED} refused connects left {calls} connect() calls behind");
         }
-        let all = tcpkit.stop_and_collect();
+        let (all, stderr) = tcpkit.stop_and_collect_with_stderr();
         let connects = all.iter().filter(|l| l.starts_with("C ")).count();
         assert_eq!(connects, 1, "refused connects printed C lines");
         let fails = all.iter().filter(|l| l.starts_with("F ")).collect::<Vec<_>>();
         let refused =
             fails.iter().filter(|l| columns(l)[7] == closed.port().to_string() && l.ends_with("ECONNREFUSED "));
-        assert_eq!(refused.count(), if failed { REFUSED } else { 0 }, "F lines with --failed={failed}");
-        assert_eq!(fails.len(), if failed { REFUSED } else { 0 });
+        let want = if failed { REFUSED } else { 0 };
+        assert_eq!(refused.count(), want, "F lines with --failed={failed}; tcpkit's stderr: {stderr}");
+        assert_eq!(fails.len(), want, "tcpkit's stderr: {stderr}");
     }
 }
 
@@ -381,6 +384,65 @@ fn connection_reset_while_it_waits_to_be_accepted_closes_after_its_accept() {
         let server_x: Vec<usize> = (0..all.len()).filter(|&i| row_of("X", sport, cport)(&all[i])).collect();
         let accept = all.iter().position(|l| row_of("A", sport, cport)(l));
         assert!(server_x.len() == 1 && accept < Some(server_x[0]), "not one X after the A: {all:#?}");
+    }
+}
+
+/// The descriptor of `pid` for its TCP socket from local port `lport` to remote port `rport`, found by the
+/// socket's inode in /proc/net/tcp.
+fn socket_fd_of(pid: u32, lport: u16, rport: u16) -> i32 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port_of = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
+    let inode = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|c| port_of(c[1]) == lport && port_of(c[2]) == rport)
+        .map(|c| c[9].to_string())
+        .unwrap_or_else(|| panic!("no socket {lport} -> {rport} in /proc/net/tcp"));
+    let want = std::path::PathBuf::from(format!("socket:[{inode}]"));
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == want))
+        .and_then(|e| e.file_name().to_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("process {pid} has no descriptor for socket inode {inode}"))
+}
+
+#[test]
+fn a_close_by_another_process_holding_the_last_reference_names_it_and_passes_the_owners_filter() {
+    // Whoever drops the last reference to a socket closes it: here this test, which took a duplicate of
+    // the client's descriptor (pidfd_getfd, as a debugger does; a descriptor passed over a Unix socket is
+    // the same) before the client closed its own and exited. The X must name the test's process, and -p
+    // of the client (the connection's owner) must keep it.
+    use nix::libc;
+    for filtered in [false, true] {
+        let server = Peer::listen(&[], &["--end", "hold"]);
+        let target = v4(server.port).to_string();
+        let mut client = Peer::spawn(&["--wait"], "connect", &["--addr", &target, "--end", "hold"]);
+        let pid = client.pid.to_string();
+        let args: Vec<&str> = if filtered { vec!["-p", &pid] } else { vec![] };
+        let mut tcpkit = start(&args);
+        client.go();
+        let (cport, _) = reported(&mut client, "connected", 1)[0];
+        let sport = server.port;
+        tcpkit.expect_line("the client's C", event("C", cport, sport));
+        let fd = socket_fd_of(client.pid, cport, sport);
+        // SAFETY: plain syscalls; the duplicate they return is ours to close.
+        let dup = unsafe {
+            let pidfd = libc::syscall(libc::SYS_pidfd_open, client.pid, 0) as i32;
+            assert!(pidfd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+            let dup = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32;
+            assert!(dup >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+            libc::close(pidfd);
+            dup
+        };
+        client.release();
+        client.wait_exit(); // its descriptor is closed; the connection lives on in ours
+                            // SAFETY: our own descriptor, closed once.
+        unsafe { libc::close(dup) };
+        let x = tcpkit.expect_line("the X of the close by the test process", event("X", cport, sport));
+        let closer = format!("X  {:<6} ", std::process::id());
+        assert!(x.starts_with(&closer), "{x:?} does not name the test process ({closer:?})");
     }
 }
 

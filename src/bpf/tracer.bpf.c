@@ -298,8 +298,17 @@ static __always_inline bool connection_ended(const struct sock *sk, int old, int
 	if (held_by_a_task(sk)) {
 		__u64 pid_tgid = bpf_get_current_pid_tgid();
 
-		if (!task_wanted(pid_tgid))
-			return false;
+		/*
+		 * The closing task need not be the owner: whoever drops the last reference to the socket closes
+		 * it (a descriptor passed to another process, or a tool that held the file a moment, reading
+		 * /proc or iterating files). Its X is shown if the closer or the owner passes the task filters.
+		 */
+		if (!task_wanted(pid_tgid)) {
+			if (!owner)
+				owner = bpf_map_lookup_elem(&owners, &id);
+			if (!owner || !owner->has_task)
+				return false;
+		}
 		current_task_info(&task, pid_tgid);
 		who = &task;
 		source = TASK_CURRENT;

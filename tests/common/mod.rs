@@ -271,12 +271,17 @@ impl Tcpkit {
 
     /// Stops tcpkit, which first prints what the kernel had queued, and returns every line it printed
     /// after its header: absence from these is conclusive for events that happened before the call.
-    pub fn stop_and_collect(mut self) -> Vec<String> {
+    pub fn stop_and_collect(self) -> Vec<String> {
+        self.stop_and_collect_with_stderr().0
+    }
+
+    /// As stop_and_collect, with what tcpkit said on stderr (lost events, say).
+    pub fn stop_and_collect_with_stderr(mut self) -> (Vec<String>, String) {
         let header_lines = self.header.lines().count();
         let seen = std::mem::take(&mut self.stdout.seen);
         let (status, rest, stderr) = self.stop();
         assert_eq!(status.code(), Some(0), "tcpkit did not end cleanly: {stderr}");
-        seen.into_iter().skip(header_lines).chain(rest).collect()
+        (seen.into_iter().skip(header_lines).chain(rest).collect(), stderr)
     }
 }
 
