@@ -10,27 +10,20 @@
 # when missing; the BPF objects are compiled for arm64 (libbpf-cargo passes -D__TARGET_ARCH_arm64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-arch=$(uname -m)
+. scripts/arch.sh
+set_arch build-static "$(uname -m)"
 if [ "${1:-}" = "--arch" ]; then
-  case "${2:-}" in
-    x86_64 | amd64) arch=x86_64 ;;
-    arm64 | aarch64) arch=aarch64 ;;
-    *) echo "build-static: --arch takes x86_64 or arm64, not '${2:-}'" >&2; exit 2 ;;
-  esac
+  set_arch build-static "${2:-}"
   shift 2
 fi
 bin="${1:-tcpkit}"
 scripts/setup.sh >&2
-triple="$arch-unknown-linux-gnu"
 if [ "$arch" != "$(uname -m)" ]; then
   scripts/setup-cross.sh "$arch" >&2 # the cross tools themselves are named in .cargo/config.toml
 fi
-# The static libelf.a and libz.a of each architecture, Debian's: the target's, and the build machine's for
-# the libbpf-sys that build scripts link (cargo builds it with the same features). --target keeps build
-# scripts and proc macros dynamic: +crt-static applies to the target binary only.
-host=$(uname -m)
-export "LIBBPF_SYS_LIBRARY_PATH_${triple//-/_}=/usr/lib/$arch-linux-gnu" \
-  "LIBBPF_SYS_LIBRARY_PATH_${host}_unknown_linux_gnu=/usr/lib/$host-linux-gnu"
+# The static libelf.a and libz.a of each architecture, Debian's. --target keeps build scripts and proc
+# macros dynamic: +crt-static applies to the target binary only.
+export_libbpf_library_paths
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --locked --features static --target "$triple" --bin "$bin" >&2
 echo "target/$triple/release/$bin"

@@ -5,7 +5,10 @@
 # and that tcpkit-dbgsym holds the symbols of exactly that binary; lists the .rpm's files and checks they
 # are the same set; checks the static tarball's binary is static and runs. The arm64 packages cannot run
 # here: their architecture fields, that their binaries are aarch64 ELF files linking the same libraries, that
-# the symbols match, and that they hold the same files. Needs root.
+# the symbols match, and that they hold the same files. Then, for both architectures, that the .deb's and
+# the tarball's binaries are the very ones that printed their version and traced a connection in every qemu
+# guest of that architecture (tests/vm/run-matrix.sh, run after scripts/package.sh, records them in
+# target/vm/packages-ran.tsv). Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deb=$(ls target/pkg/tcpkit_*_amd64.deb)
@@ -105,6 +108,30 @@ arm_static=$(ls "$work"/tcpkit-*-aarch64-static/tcpkit)
 readelf -h "$arm_static" | grep 'Machine: *AArch64' >/dev/null || fail "$arm_static is not an aarch64 ELF file"
 readelf -d "$arm_static" | grep NEEDED >/dev/null && fail "the arm64 tarball's binary is not static"
 echo "== arm64: architecture, binary, symbols and file list as expected"
+
+# Both architectures' binaries ran on Debian's kernels: every guest of the last qemu matrix must have run
+# these exact files (sha256 of what the guest executed, as it printed it).
+vm=${TCPKIT_VM_OUT:-target/vm}
+if [ ! -s "$vm/guests.tsv" ] || [ ! -s "$vm/packages-ran.tsv" ]; then
+  fail "no qemu matrix record in $vm: run tests/vm/run-matrix.sh after scripts/package.sh"
+fi
+ran_everywhere() { # ran_everywhere DEBARCH ARTIFACT FILE
+  local sum guests n=0 release
+  sum=$(sha256sum "$3" | cut -d' ' -f1)
+  guests=$(awk -F'\t' -v a="$1" '$1 == a { print $2 }' "$vm/guests.tsv")
+  [ -n "$guests" ] || fail "the last qemu matrix booted no $1 guest"
+  for release in $guests; do
+    grep -qxF "$(printf '%s\t%s\t%s\t%s' "$1" "$release" "$2" "$sum")" "$vm/packages-ran.tsv" \
+      || fail "the $1 $2 binary ($3) did not run in the $release guest"
+    n=$((n + 1))
+  done
+  echo "== $1 $2 binary ran in $n guests: $(echo "$guests" | paste -sd' ')"
+}
+dpkg-deb -x "$deb" "$work/amd64-deb"
+ran_everywhere amd64 deb "$work/amd64-deb/usr/sbin/tcpkit"
+ran_everywhere amd64 static "$static_bin"
+ran_everywhere arm64 deb "$arm_bin"
+ran_everywhere arm64 static "$arm_static"
 
 rm -rf "$work"
 echo "packages: all checks passed"

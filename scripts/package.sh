@@ -13,17 +13,10 @@
 # (apt) when missing, and for a cross build what scripts/setup-cross.sh installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/arch.sh
 host=$(uname -m)
-arch=$host
-if [ "${1:-}" = "--arch" ]; then
-  case "${2:-}" in
-    x86_64 | amd64) arch=x86_64 ;;
-    arm64 | aarch64) arch=aarch64 ;;
-    *) echo "package: --arch takes x86_64 or arm64, not '${2:-}'" >&2; exit 2 ;;
-  esac
-fi
-case "$arch" in x86_64) debarch=amd64 ;; aarch64) debarch=arm64 ;; esac
-triple="$arch-unknown-linux-gnu"
+set_arch package "$host"
+if [ "${1:-}" = "--arch" ]; then set_arch package "${2:-}"; fi
 scripts/setup.sh >&2
 tools="" # binutils for the target: the build machine's own, or the cross ones
 if [ "$arch" != "$host" ]; then
@@ -39,8 +32,7 @@ rm -f "$pkg"/tcpkit*_"$debarch".deb "$pkg"/tcpkit*_"$debarch".ddeb "$pkg"/tcpkit
 mkdir -p "$stage/man" "$stage/completions" "$stage/bin" "$stage/debug"
 
 # Debian's libelf and zlib of the target (and of this machine, for the libbpf-sys build scripts link).
-export "LIBBPF_SYS_LIBRARY_PATH_${triple//-/_}=/usr/lib/$arch-linux-gnu" \
-  "LIBBPF_SYS_LIBRARY_PATH_${host}_unknown_linux_gnu=/usr/lib/$host-linux-gnu"
+export_libbpf_library_paths
 cargo build --profile dist --locked --target "$triple" --bin tcpkit
 bin=target/$triple/dist/tcpkit
 static=$(scripts/build-static.sh --arch "$arch")

@@ -13,9 +13,15 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# This machine's own architecture's package (or an Architecture: all one): with another architecture's
+# libelf-dev beside it (scripts/setup-cross.sh), a bare `dpkg -s libelf-dev` is ambiguous and fails.
+native=$(dpkg --print-architecture)
+installed() {
+  dpkg-query -W -f='${Status} ${Architecture}\n' "$1" 2>/dev/null | grep -qx "install ok installed \($native\|all\)"
+}
 missing=()
 for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  installed "$p" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"

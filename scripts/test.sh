@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and integration tests on this kernel (real BPF, so as root), then the same
-# integration tests on Debian's 5.10, 6.1 and 6.12 kernels under qemu, once per backend (tests/vm/README.md).
+# integration tests on Debian's 5.10, 6.1 and 6.12 kernels under qemu, x86-64 and arm64 (cross-built), once
+# per backend each kernel allows (tests/vm/README.md).
 # TCPKIT_VM=0 skips the qemu matrix (a quicker run while developing; CI always runs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,5 +12,5 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 cargo test --release
 if [ "${TCPKIT_VM:-1}" != 0 ]; then
-  tests/vm/run-matrix.sh --build
+  tests/vm/run-matrix.sh --build --arch all
 fi

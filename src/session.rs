@@ -160,10 +160,22 @@ fn attach<'a>(object: &Object, order: impl Iterator<Item = &'a &'static str>) ->
             .find(|p| p.name() == *name)
             .ok_or_else(|| Error::runtime(format!("the BPF object has no program {name}")))?;
         if prog.autoload() {
-            links.push(prog.attach().context(|| format!("attaching {name}"))?);
+            links.push(prog.attach().context(|| format!("attaching {name}")).map_err(name_enotsupp)?);
         }
     }
     Ok(links)
+}
+
+/// The kernel's ENOTSUPP (524) is not a libc errno, so it reads "Unknown error 524"; an attach gets it where
+/// the kernel has no way to run that kind of program there (an fexit program on arm64 before ftrace direct
+/// calls: its trampolines cannot be called from kernel functions).
+fn name_enotsupp(err: Error) -> Error {
+    match err {
+        Error::Runtime(msg) if msg.contains("Unknown error 524") => Error::Runtime(
+            msg.replace("Unknown error 524", "ENOTSUPP, this kernel cannot attach such a program to this function"),
+        ),
+        other => other,
+    }
 }
 
 fn map<'a>(object: &'a Object, name: &str) -> Result<Map<'a>> {

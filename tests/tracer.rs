@@ -276,8 +276,11 @@ fn refused_connects_leave_nothing_behind_and_a_later_connect_is_reported() {
     // tcptracer-bpf #21: a long run of failed connects filled a map and stopped later events. With --failed
     // each of them is an F line, exactly once, and still nothing stays behind.
     const REFUSED: usize = 100_000;
+    // The refused connects take two seconds here, minutes in an emulated qemu guest: the server waits for the
+    // connect after them as long as the test does.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(900);
     for failed in [false, true] {
-        let server = Peer::listen(&[], &[]);
+        let server = Peer::listen(&[], &["--within", &PATIENCE.as_secs().to_string()]);
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
@@ -294,8 +297,7 @@ fn refused_connects_leave_nothing_behind_and_a_later_connect_is_reported() {
         let args = ["--ring-size", "16M", "-p", &pid, "--failed"];
         let mut tcpkit = start(if failed { &args[..] } else { &args[..4] });
         client.go();
-        // Two seconds here; minutes in an emulated qemu guest.
-        let (cport, _) = reported_within(&mut client, "connected", 1, std::time::Duration::from_secs(900))[0];
+        let (cport, _) = reported_within(&mut client, "connected", 1, PATIENCE)[0];
         let line = tcpkit.expect_line("the connect after the refused ones", row_of("C", cport, server.port));
         let expected = row("C", client.pid, PEER, 4, "127.0.0.1", "127.0.0.1", cport, server.port);
         match failed {

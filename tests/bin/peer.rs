@@ -74,6 +74,9 @@ enum Mode {
         /// Accept through io_uring (IORING_OP_ACCEPT), not accept4()
         #[arg(long)]
         uring: bool,
+        /// Fail if fewer than --count connections came within this many seconds
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        within: u64,
         #[command(flatten)]
         exchange: Exchange,
     },
@@ -224,7 +227,7 @@ fn main() {
     say(&format!("netns {}", ns_inode("net")));
     let mut kept = Vec::new();
     match cli.mode {
-        Mode::Listen { addr, count, threads, syscall, nonblock, end, backlog, no_accept, uring, exchange } => {
+        Mode::Listen { addr, count, threads, syscall, nonblock, end, backlog, no_accept, uring, within, exchange } => {
             let listener = listen(addr, cli.proto, backlog);
             listener.set_nonblocking(nonblock).expect("set_nonblocking");
             say(&format!("port {}", listener.local_addr().unwrap().port()));
@@ -233,7 +236,7 @@ fn main() {
                 let _ = io::stdin().lock().lines().count();
             } else {
                 let accept = Accept { syscall, nonblock, uring, end, exchange };
-                kept = accept_all(listener, count, threads, accept);
+                kept = accept_all(listener, count, threads, Duration::from_secs(within), accept);
             }
         }
         Mode::Connect { addr, count, threads, end, refused, refused_addr, how, exchange } => {
@@ -501,9 +504,9 @@ struct Accept {
     exchange: Exchange,
 }
 
-/// Accepts `count` connections across `threads` threads; a thread still blocked in accept() when the
-/// count is reached is ended by the process exit. Returns the connections kept open (--end hold).
-fn accept_all(listener: TcpListener, count: usize, threads: usize, how: Accept) -> Vec<TcpStream> {
+/// Accepts `count` connections across `threads` threads, within `within`; a thread still blocked in accept()
+/// when the count is reached is ended by the process exit. Returns the connections kept open (--end hold).
+fn accept_all(listener: TcpListener, count: usize, threads: usize, within: Duration, how: Accept) -> Vec<TcpStream> {
     let listener = Arc::new(listener);
     let accepted = Arc::new(AtomicUsize::new(0));
     let kept = Arc::new(Mutex::new(Vec::new()));
@@ -531,7 +534,7 @@ fn accept_all(listener: TcpListener, count: usize, threads: usize, how: Accept) 
             }
         });
     }
-    done_rx.recv_timeout(Duration::from_secs(120)).expect("accepted fewer connections than --count within 120 s");
+    done_rx.recv_timeout(within).expect("accepted fewer connections than --count within --within seconds");
     let streams = std::mem::take(&mut *kept.lock().unwrap());
     streams
 }

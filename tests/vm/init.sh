@@ -2,8 +2,10 @@
 # shellcheck shell=dash
 # /init of the tcpkit test initramfs (busybox ash, PID 1). Packed by tests/vm/run-matrix.sh.
 #
-# Mounts what tcpkit and its tests need, prints kernel facts, runs every test binary in /opt/tcpkit/tests once
-# per backend, prints one marker line per run, and powers off. Everything goes to the serial console: the host
+# Mounts what tcpkit and its tests need, prints kernel facts (what the kernel can do, from its own config and
+# files, and which backends tcpkit can attach here), runs every test binary in /opt/tcpkit/tests once per
+# backend the kernel allows, runs the packaged binaries in /opt/tcpkit/pkg once, prints one marker line per
+# run, and powers off. Everything goes to the serial console: the host
 # parses the lines that start with "@@TCPKIT". Settings come from the kernel command line (tcpkit.backends=,
 # tcpkit.test_timeout=, tcpkit.threads=), because an initramfs is shared by all kernels and all runs.
 
@@ -75,6 +77,55 @@ facts() {
 }
 facts
 
+# What the kernel was built with (the host ships the package's /boot/config-*): y, m, or n when unset.
+CONFIG=/boot/config-$KREL
+[ -r "$CONFIG" ] || echo "@@TCPKIT-WARN no $CONFIG: every option reads as unset"
+cfg() { v=$(sed -n "s/^CONFIG_$1=//p" "$CONFIG" 2>/dev/null); echo "${v:-n}"; }
+fact arch "$(uname -m)"
+fact config_bpf_jit "$(cfg BPF_JIT)"
+fact config_direct_calls "$(cfg DYNAMIC_FTRACE_WITH_DIRECT_CALLS)"
+
+# The backends this kernel should allow, from its facts alone (not from tcpkit), best first; auto must pick
+# the first. fentry: an fexit program on an ordinary kernel function (inet_csk_accept) runs from a BPF
+# trampoline (JITed code, typed by BTF) that the function's entry must call. x86-64 patches that call into
+# the function's fentry nop; arm64's trampoline (6.0) could at first be called from BPF programs only, and
+# reaches kernel functions through ftrace direct calls (DYNAMIC_FTRACE_WITH_DIRECT_CALLS, later on arm64).
+# kprobe: kprobe events (the perf kprobe PMU comes with them). tracepoint: syscall tracepoints and BPF on them.
+expect_fentry=no
+if [ "$(cfg DEBUG_INFO_BTF)" = y ] && [ "$(cfg BPF_JIT)" = y ]; then
+    case "$(uname -m)" in
+        x86_64) expect_fentry=yes ;;
+        aarch64) [ "$(cfg DYNAMIC_FTRACE_WITH_DIRECT_CALLS)" = y ] && expect_fentry=yes ;;
+    esac
+fi
+expect_kprobe=no
+[ "$(cfg KPROBE_EVENTS)" = y ] && expect_kprobe=yes
+expect_tracepoint=no
+[ "$(cfg FTRACE_SYSCALLS)" = y ] && [ "$(cfg BPF_EVENTS)" = y ] && expect_tracepoint=yes
+EXPECT_AUTO=none
+for b in tracepoint kprobe fentry; do eval "[ \$expect_$b = yes ]" && EXPECT_AUTO=$b; done
+fact expect_fentry $expect_fentry
+fact expect_kprobe $expect_kprobe
+fact expect_tracepoint $expect_tracepoint
+fact expect_auto $EXPECT_AUTO
+
+# Which backends tcpkit can use here, asked as a user would: tcpkit accept --backend B for a moment. A
+# refusal is tcpkit's one-line error (exit 1); the host checks its form and that it matches the facts above.
+UNAVAILABLE=" "
+for b in fentry kprobe tracepoint; do
+    case " $BACKENDS " in *" $b "*) ;; *) continue ;; esac
+    err=$(/opt/tcpkit/tcpkit accept --backend "$b" -d 0.2 2>&1 >/dev/null); rc=$?
+    if [ "$rc" = 0 ]; then
+        echo "@@TCPKIT-BACKEND kernel=$KREL backend=$b available=yes rc=0 lines=0 reason=-"
+    else
+        UNAVAILABLE="$UNAVAILABLE$b "
+        echo "@@TCPKIT-BACKEND kernel=$KREL backend=$b available=no rc=$rc lines=$(echo "$err" | wc -l)" \
+             "reason=$(echo "$err" | head -n1)"
+    fi
+done
+fact auto_picks "$(/opt/tcpkit/tcpkit accept --debug -d 0.2 2>&1 >/dev/null \
+                   | sed -n 's/^tcpkit: using the \(.*\) backend$/\1/p' | head -n1)"
+
 # Protocols the tests must exercise here rather than skip with a notice: SCTP's module is shipped, and
 # MPTCP is there whenever the kernel was built with it.
 REQUIRE=sctp
@@ -88,7 +139,7 @@ run_one() { # run_one BACKEND BINARY
     echo "@@TCPKIT-START kernel=$KREL backend=$b bin=$name"
     # Output goes to the console as it comes (a hang shows where) and to a file for counting.
     { env TCPKIT_BIN=/opt/tcpkit/tcpkit TCPKIT_PEER_BIN=/opt/tcpkit/tcpkit-peer \
-          TCPKIT_TEST_BACKEND="$b" TCPKIT_EXPECT_AUTO_BACKEND=fentry TCPKIT_REQUIRE_PROTOCOLS="$REQUIRE" \
+          TCPKIT_TEST_BACKEND="$b" TCPKIT_EXPECT_AUTO_BACKEND="$EXPECT_AUTO" TCPKIT_REQUIRE_PROTOCOLS="$REQUIRE" \
           timeout -s TERM -k 10 "$TEST_TIMEOUT" "$bin" --test-threads="$THREADS" 2>&1
       echo "rc=$?" > /tmp/rc.$$; } | tee "$out"
     rc=$(sed -n 's/^rc=//p' /tmp/rc.$$); rm -f /tmp/rc.$$
@@ -104,10 +155,40 @@ run_one() { # run_one BACKEND BINARY
     echo "@@TCPKIT kernel=$KREL backend=$b bin=$name rc=${rc:-255} passed=$passed failed=$failed secs=$(since "$t0")"
 }
 
+# One short trace with the tcpkit binary BIN: the test peer accepts one loopback connection, and BIN must
+# print it (as scripts/check-packages.sh does on the host with the installed package).
+trace_once() { # trace_once BIN
+    local port tk rc i
+    rm -f /tmp/peer.out /tmp/trace.out
+    /opt/tcpkit/tcpkit-peer listen --count 1 > /tmp/peer.out 2>&1 &
+    i=0; while [ $i -lt 100 ] && ! grep -q '^port ' /tmp/peer.out; do sleep 0.1; i=$((i + 1)); done
+    port=$(sed -n 's/^port //p' /tmp/peer.out)
+    [ -n "$port" ] || { echo "trace_once: the peer did not listen"; return 1; }
+    "$1" accept -P "$port" -c 1 -d 60 > /tmp/trace.out &
+    tk=$!
+    i=0; while [ $i -lt 600 ] && ! grep -q '^PID' /tmp/trace.out; do sleep 0.1; i=$((i + 1)); done
+    /opt/tcpkit/tcpkit-peer connect --addr "127.0.0.1:$port" >/dev/null
+    wait "$tk"; rc=$?
+    wait
+    cat /tmp/trace.out
+    [ "$rc" = 0 ] && grep -q " $port *\$" /tmp/trace.out
+}
+
+# The packaged binaries (the host put them here when target/pkg had them): the version, and a real trace.
+for p in /opt/tcpkit/pkg/*/tcpkit; do
+    [ -x "$p" ] || continue
+    version=fail trace=fail
+    "$p" --version | grep -q '^tcpkit [0-9]' && version=ok
+    trace_once "$p" && trace=ok
+    echo "@@TCPKIT-PKG kernel=$KREL artifact=$(basename "$(dirname "$p")") sha256=$(sha256sum "$p" | cut -d' ' -f1)" \
+         "version=$version trace=$trace"
+done
+
 t_all=$(now)
 bins=$(ls /opt/tcpkit/tests/ 2>/dev/null)
 [ -n "$bins" ] || echo "@@TCPKIT-WARN no test binaries in /opt/tcpkit/tests"
 for b in $BACKENDS; do
+    case "$UNAVAILABLE" in *" $b "*) continue ;; esac   # nothing to run: the host reports it as n/a
     for name in $bins; do
         cd /tmp && run_one "$b" "/opt/tcpkit/tests/$name"
     done
