@@ -322,22 +322,29 @@ fn refused_connects_leave_nothing_behind_and_a_later_connect_is_reported() {
     }
 }
 
+/// A server that ends its connection as `server_end`, a client that holds its own, and tcpkit started
+/// before the connect (with -p of the client if `filtered`); returned once tcpkit printed the C.
+fn held_connection(server_end: &str, filtered: bool) -> (Peer, Peer, Tcpkit, u16) {
+    let mut server = Peer::listen(&[], &["--end", server_end]);
+    let target = v4(server.port).to_string();
+    let mut client = Peer::spawn(&["--wait"], "connect", &["--addr", &target, "--end", "hold"]);
+    let pid = client.pid.to_string();
+    let args: Vec<&str> = if filtered { vec!["-p", &pid] } else { vec![] };
+    let mut tcpkit = start(&args);
+    client.go();
+    let (cport, _) = reported(&mut client, "connected", 1)[0];
+    server.expect_accepted(cport);
+    tcpkit.expect_line("the client's C", event("C", cport, server.port));
+    (server, client, tcpkit, cport)
+}
+
 #[test]
 fn reset_by_the_peer_names_the_owner_not_the_running_task() {
     // The server resets (SO_LINGER 0, close): the client's end dies in softirq, usually while the server
     // process is the one running. Its X must name the client; the server's X names the server.
     for filtered in [false, true] {
-        let mut server = Peer::listen(&[], &["--end", "hold-reset"]);
-        let target = v4(server.port).to_string();
-        let mut client = Peer::spawn(&["--wait"], "connect", &["--addr", &target, "--end", "hold"]);
-        let pid = client.pid.to_string();
-        let args: Vec<&str> = if filtered { vec!["-p", &pid] } else { vec![] };
-        let mut tcpkit = start(&args);
-        client.go();
-        let (cport, _) = reported(&mut client, "connected", 1)[0];
-        server.expect_accepted(cport);
-        let sport = server.port;
-        tcpkit.expect_line("the client's C", event("C", cport, sport));
+        let (mut server, mut client, mut tcpkit, cport) = held_connection("hold-reset", filtered);
+        let (sport, pid) = (server.port, client.pid.to_string());
         server.release();
         let x = tcpkit.expect_line("the client's X after the reset", event("X", cport, sport));
         assert_eq!(x, row("X", client.pid, PEER, 4, "127.0.0.1", "127.0.0.1", cport, sport));
@@ -418,16 +425,8 @@ fn a_close_by_another_process_holding_the_last_reference_names_it_and_passes_the
     // of the client (the connection's owner) must keep it.
     use nix::libc;
     for filtered in [false, true] {
-        let server = Peer::listen(&[], &["--end", "hold"]);
-        let target = v4(server.port).to_string();
-        let mut client = Peer::spawn(&["--wait"], "connect", &["--addr", &target, "--end", "hold"]);
-        let pid = client.pid.to_string();
-        let args: Vec<&str> = if filtered { vec!["-p", &pid] } else { vec![] };
-        let mut tcpkit = start(&args);
-        client.go();
-        let (cport, _) = reported(&mut client, "connected", 1)[0];
+        let (server, mut client, mut tcpkit, cport) = held_connection("hold", filtered);
         let sport = server.port;
-        tcpkit.expect_line("the client's C", event("C", cport, sport));
         let fd = socket_fd_of(client.pid, cport, sport);
         // SAFETY: plain syscalls; the duplicate they return is ours to close.
         let dup = unsafe {
