@@ -16,7 +16,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 
 CACHE=${TCPKIT_VM_CACHE:-/var/cache/tcpkit-vm}
 OUT=${TCPKIT_VM_OUT:-$ROOT/target/vm}
-TIMEOUT=${TCPKIT_VM_TIMEOUT:-900}           # per guest, host side: qemu is killed after this
+TIMEOUT=${TCPKIT_VM_TIMEOUT:-1500}          # per guest, host side: qemu is killed after this
 TEST_TIMEOUT=${TCPKIT_VM_TEST_TIMEOUT:-600} # per test binary run, guest side: a hang costs one cell, not a kernel
 JOBS=${TCPKIT_VM_JOBS:-2}                   # guests at once: each is one host thread (thread=single)
 # .ko files to insmod in the guest, in dependency order: veth, and SCTP (with what 6.x's sctp.ko needs) so
