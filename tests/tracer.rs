@@ -275,9 +275,9 @@ fn sixty_four_threads_connecting_and_accepting_all_reported_with_their_pids() {
 fn refused_connects_leave_nothing_behind_and_a_later_connect_is_reported() {
     // tcptracer-bpf #21: a long run of failed connects filled a map and stopped later events. With --failed
     // each of them is an F line, exactly once, and still nothing stays behind.
-    // 100,000 take two seconds here and five minutes in an emulated arm64 guest, so the qemu guests run
-    // 20,000 (TCPKIT_TEST_REFUSED): a refused connect that left an entry behind shows in the map entry
-    // counts below at any number.
+    // 100,000 take seconds here and five minutes in an emulated guest, so the qemu guests run 5,000
+    // (TCPKIT_TEST_REFUSED): a refused connect that left an entry behind shows in the map entry counts
+    // below at any number.
     let refused: usize = std::env::var("TCPKIT_TEST_REFUSED").ok().and_then(|n| n.parse().ok()).unwrap_or(100_000);
     // The server waits for the connect after them as long as the test does.
     const PATIENCE: std::time::Duration = std::time::Duration::from_secs(900);

@@ -140,7 +140,7 @@ run_one() { # run_one BACKEND BINARY
     # Output goes to the console as it comes (a hang shows where) and to a file for counting.
     { env TCPKIT_BIN=/opt/tcpkit/tcpkit TCPKIT_PEER_BIN=/opt/tcpkit/tcpkit-peer \
           TCPKIT_TEST_BACKEND="$b" TCPKIT_EXPECT_AUTO_BACKEND="$EXPECT_AUTO" TCPKIT_REQUIRE_PROTOCOLS="$REQUIRE" \
-          TCPKIT_TEST_REFUSED=20000 \
+          TCPKIT_TEST_REFUSED=5000 \
           timeout -s TERM -k 10 "$TEST_TIMEOUT" "$bin" --test-threads="$THREADS" 2>&1
       echo "rc=$?" > /tmp/rc.$$; } | tee "$out"
     rc=$(sed -n 's/^rc=//p' /tmp/rc.$$); rm -f /tmp/rc.$$
