@@ -278,7 +278,8 @@ fn refused_connects_leave_nothing_behind_and_a_later_connect_is_reported() {
     // 100,000 take seconds here and five minutes in an emulated guest, so the qemu guests run 5,000
     // (TCPKIT_TEST_REFUSED): a refused connect that left an entry behind shows in the map entry counts
     // below at any number.
-    let refused: usize = std::env::var("TCPKIT_TEST_REFUSED").ok().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    let refused: usize = std::env::var("TCPKIT_TEST_REFUSED")
+        .map_or(100_000, |n| n.parse().unwrap_or_else(|_| panic!("TCPKIT_TEST_REFUSED={n}: not a number of connects")));
     // The server waits for the connect after them as long as the test does.
     const PATIENCE: std::time::Duration = std::time::Duration::from_secs(900);
     for failed in [false, true] {
