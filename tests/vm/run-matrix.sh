@@ -681,6 +681,9 @@ report() {
         echo; echo "FAILED:"; sed 's/^/  /' "$OUT/problems"
         for g in $GUESTS; do
             if grep -q "^$(cat "$CACHE/kernels/$g/release")[ :]" "$OUT/problems"; then
+                # The panics first: a busy cell's last lines are often other binaries' passing runs.
+                echo; echo "---- failed tests' output in $OUT/$g.log ----"
+                tr -d '\r' < "$OUT/$g.log" | grep -A 30 '^---- .* stdout ----$' | head -n 150 || true
                 echo; echo "---- last 40 lines of $OUT/$g.log ----"; tr -d '\r' < "$OUT/$g.log" | tail -n 40
             fi
         done
