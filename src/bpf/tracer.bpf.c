@@ -63,13 +63,23 @@ struct {
 	__type(value, struct owner);
 } owners SEC(".maps");
 
-/* A connect() call in progress on a TCP socket (--failed): what it asked for, and what became of it. */
+/*
+ * A connect() call in progress on a TCP socket (--failed): where it asked to go, and what became of it. The
+ * address stays in the caller's memory until the call fails: nearly every call succeeds, and reading it at
+ * every entry cost two reads of user memory per connect.
+ */
 struct connect_call {
 	__u64 sk;
-	__u8 daddr[16];       /* as the socket's family spells it: IPv4 in the first 4 bytes, or IPv4-mapped */
-	__u16 dport;
+	__u64 uaddr;           /* the caller's struct sockaddr */
+	__u16 family;          /* the socket's */
 	bool reached_syn_sent; /* its SYN went out: from here on the state change reports a failure */
 	bool failed_inside;    /* it reached SYN_SENT, then failed inside connect() (no free local port) */
+};
+
+/* Where a failed connect() asked to go. */
+struct connect_target {
+	__u8 daddr[16];        /* as the socket's family spells it: IPv4 in the first 4 bytes, or IPv4-mapped */
+	__u16 dport;
 };
 
 /* Thread -> its connect() call in progress; an entry lives from the syscall's entry to its exit. */
@@ -417,7 +427,7 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, int old, int new)
 /* --- connect() calls (--failed): failures before any SYN, which no state change shows --- */
 
 /* The address connect() was asked for, in the socket's family; false for what is not a TCP connect. */
-static __always_inline bool read_connect_target(const void *uaddr, __u16 sock_family, struct connect_call *call)
+static __always_inline bool read_connect_target(const void *uaddr, __u16 sock_family, struct connect_target *target)
 {
 	__u16 family = 0;
 
@@ -426,13 +436,13 @@ static __always_inline bool read_connect_target(const void *uaddr, __u16 sock_fa
 		struct sockaddr_in sin = {};
 
 		bpf_probe_read_user(&sin, sizeof(sin), uaddr);
-		call->dport = bpf_ntohs(sin.sin_port);
+		target->dport = bpf_ntohs(sin.sin_port);
 		if (sock_family == AF_INET6) { /* as the kernel keeps it on a dual-stack socket */
-			call->daddr[10] = 0xff;
-			call->daddr[11] = 0xff;
-			__builtin_memcpy(&call->daddr[12], &sin.sin_addr, 4);
+			target->daddr[10] = 0xff;
+			target->daddr[11] = 0xff;
+			__builtin_memcpy(&target->daddr[12], &sin.sin_addr, 4);
 		} else {
-			__builtin_memcpy(call->daddr, &sin.sin_addr, 4);
+			__builtin_memcpy(target->daddr, &sin.sin_addr, 4);
 		}
 		return true;
 	}
@@ -440,9 +450,9 @@ static __always_inline bool read_connect_target(const void *uaddr, __u16 sock_fa
 		struct sockaddr_in6 sin6 = {};
 
 		bpf_probe_read_user(&sin6, sizeof(sin6), uaddr);
-		call->dport = bpf_ntohs(sin6.sin6_port);
+		target->dport = bpf_ntohs(sin6.sin6_port);
 		if (sock_family == AF_INET6)
-			__builtin_memcpy(call->daddr, sin6.sin6_addr, 16);
+			__builtin_memcpy(target->daddr, sin6.sin6_addr, 16);
 		return true;
 	}
 	return false; /* AF_UNSPEC is a disconnect, not a connect */
@@ -472,8 +482,7 @@ int tp_sys_enter_connect(struct syscall_enter_ctx *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid;
-	struct connect_call call = {};
-	__u16 family;
+	struct connect_call call = { .uaddr = ctx->args[1] };
 	struct sock *sk;
 
 	if (!task_wanted(pid_tgid))
@@ -486,14 +495,12 @@ int tp_sys_enter_connect(struct syscall_enter_ctx *ctx)
 
 		if (!first_tcp_connect(cast, SK_CAST))
 			return 0;
-		family = cast->__sk_common.skc_family;
+		call.family = cast->__sk_common.skc_family;
 	} else {
 		if (!first_tcp_connect(sk, SK_PROBED))
 			return 0;
-		family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		call.family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	}
-	if (!read_connect_target((const void *)ctx->args[1], family, &call))
-		return 0;
 	call.sk = (__u64)sk;
 	bpf_map_update_elem(&connect_calls, &tid, &call, BPF_ANY);
 	return 0;
@@ -503,13 +510,16 @@ int tp_sys_enter_connect(struct syscall_enter_ctx *ctx)
 static __always_inline void connect_call_failed(const struct connect_call *call, int err, __u64 pid_tgid)
 {
 	const struct sock *sk = (const struct sock *)call->sk;
+	struct connect_target target = {};
 	struct sock_key key = {};
 	struct task_info task;
 	struct event *e;
 
+	if (!read_connect_target((const void *)call->uaddr, call->family, &target))
+		return;
 	if (!read_sock_key(sk, &key, false))
 		return;
-	key.rport = call->dport;
+	key.rport = target.dport;
 	if (!sock_wanted(&key))
 		return;
 	e = reserve_event();
@@ -517,7 +527,7 @@ static __always_inline void connect_call_failed(const struct connect_call *call,
 		return;
 	current_task_info(&task, pid_tgid);
 	fill_sock_event(e, sk, &key, &task, TASK_CURRENT, EVENT_FAIL, HOOK_TRACEPOINT, false);
-	__builtin_memcpy(e->daddr, call->daddr, sizeof(e->daddr));
+	__builtin_memcpy(e->daddr, target.daddr, sizeof(e->daddr));
 	e->error = err;
 	submit_event(e);
 }
