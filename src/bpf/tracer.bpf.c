@@ -537,13 +537,19 @@ int tp_sys_exit_connect(struct syscall_exit_ctx *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid;
-	struct connect_call *call = bpf_map_lookup_elem(&connect_calls, &tid);
+	struct connect_call *call;
 	long ret = ctx->ret;
 
+	/* A call that succeeded, or goes on in the kernel, has nothing to report: one hash operation, not two. */
+	if (ret >= 0 || ret == -EINPROGRESS) {
+		bpf_map_delete_elem(&connect_calls, &tid);
+		return 0;
+	}
+	call = bpf_map_lookup_elem(&connect_calls, &tid);
 	if (!call)
 		return 0;
 	/* After the SYN, the state change reports the outcome (an interrupted connect goes on in the kernel). */
-	if (ret < 0 && ret != -EINPROGRESS && (!call->reached_syn_sent || call->failed_inside))
+	if (!call->reached_syn_sent || call->failed_inside)
 		connect_call_failed(call, -ret, pid_tgid);
 	bpf_map_delete_elem(&connect_calls, &tid);
 	return 0;
