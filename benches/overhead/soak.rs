@@ -119,8 +119,9 @@ struct Tally {
     /// By port: time_ns of its last connect, to place a connection that does not add up in the run.
     last_connect_ns: Vec<u64>,
     first_connect_ns: u64,
-    /// Seconds into the run of connections found incomplete when their client port was used again.
-    incomplete_at: Vec<(usize, f64)>,
+    /// Connections found incomplete when their client port was used again: the port, seconds into the run,
+    /// and which end's close is missing.
+    incomplete_at: Vec<(usize, f64, &'static str)>,
     owner_closes: u64,
 }
 
@@ -131,7 +132,7 @@ impl Tally {
         let mut found: Vec<String> = self
             .incomplete_at
             .iter()
-            .map(|(port, at)| format!("client port {port}: a connection {at:.3} s into the run lacks a close"))
+            .map(|(port, at, end)| format!("client port {port}: a connection {at:.3} s into the run lacks {end}"))
             .collect();
         for (port, &[connects, accepts, client_closes, server_closes]) in self.ports.iter().enumerate() {
             if connects + accepts == 0 || (client_closes == connects && server_closes == accepts) {
@@ -182,7 +183,12 @@ fn count_records(pipe: ChildStdout) -> thread::JoinHandle<Tally> {
                             let [connects, accepts, client_closes, server_closes] = tally.ports[lport];
                             if client_closes != connects || server_closes != accepts {
                                 let at = tally.last_connect_ns[lport].saturating_sub(tally.first_connect_ns);
-                                tally.incomplete_at.push((lport, at as f64 / 1e9));
+                                let end = match (client_closes != connects, server_closes != accepts) {
+                                    (true, true) => "both closes",
+                                    (true, false) => "its client close",
+                                    _ => "its server close",
+                                };
+                                tally.incomplete_at.push((lport, at as f64 / 1e9, end));
                                 tally.ports[lport] = [connects, accepts, connects, accepts];
                                 // counted once
                             }
