@@ -187,18 +187,7 @@ impl Exchange {
 /// that goes first acknowledges nothing, and under emulation the timer can be later than the reset, which
 /// left the other end's bytes_acked at 0.
 fn ack_now(stream: &TcpStream) {
-    let one: libc::c_int = 1;
-    // SAFETY: a valid option value of the right size on a socket we own.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "TCP_QUICKACK: {}", std::io::Error::last_os_error());
+    set_option(stream, libc::IPPROTO_TCP, libc::TCP_QUICKACK, &(1 as libc::c_int), "TCP_QUICKACK");
 }
 
 /// How a connection ends.
@@ -311,17 +300,22 @@ fn end_connection(mut stream: TcpStream, end: End, kept: &Mutex<Vec<TcpStream>>)
 /// With SO_LINGER 0, close() sends a reset instead of a FIN.
 fn set_linger_zero(stream: &TcpStream) {
     let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: a valid option value of the right size on a socket we own.
+    set_option(stream, libc::SOL_SOCKET, libc::SO_LINGER, &linger, "SO_LINGER");
+}
+
+/// setsockopt(2) of one option whose value is a `T`; panics, naming the option, if the kernel refuses it.
+fn set_option<T>(stream: &TcpStream, level: libc::c_int, option: libc::c_int, value: &T, name: &str) {
+    // SAFETY: `value` points at a live T and the length given is its size; the socket is ours.
     let rc = unsafe {
         libc::setsockopt(
             stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            level,
+            option,
+            value as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
-    assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
+    assert_eq!(rc, 0, "{name}: {}", io::Error::last_os_error());
 }
 
 /// A SOCK_STREAM socket of the given protocol, as a std stream type (they work for any stream socket).
