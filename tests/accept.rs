@@ -193,7 +193,7 @@ fn sixty_four_threads_blocked_in_accept_all_reported() {
 fn accept_blocked_before_tcpkit_started_is_reported() {
     // The peer is in accept() before tcpkit attaches: a return probe or fexit attached later cannot see it.
     let mut peer = Peer::listen(&[], &[]);
-    std::thread::sleep(std::time::Duration::from_millis(50)); // let its thread block in accept()
+    wait_blocked_in_accept(peer.pid);
     let mut tcpkit = Tcpkit::start(&["accept"]);
     let (_c, cport) = connect(v4(peer.port));
     peer.expect_accepted(cport);
@@ -274,128 +274,141 @@ fn pipe_to_head_ends_quietly_with_success() {
     }
 }
 
-#[test]
-fn bad_ports_are_usage_errors() {
-    assert_usage_error(&["accept", "-P", "0"], "port 0 is out of range");
-    assert_usage_error(&["accept", "-P", "65536"], "port 65536 is out of range");
-    assert_usage_error(&["accept", "-P", "abc"], "'abc' is not a port number");
-    assert_usage_error(&["accept", "-P", ""], "empty port");
-    assert_usage_error(&["accept", "-P", "80,"], "empty port");
-    assert_usage_error(&["accept", "-P", "90-80"], "backwards");
-}
+/// Tests whose outcome cannot depend on the backend, so the qemu guests run them once per kernel, under auto
+/// (tests/vm/README.md): usage and runtime errors that stop tcpkit before anything loads, the version, and the
+/// choice of backend, whose tests try every backend themselves whatever TCPKIT_TEST_BACKEND says. Every test
+/// above them sees accepts, which each backend hooks its own way: those run once per backend.
+mod any_backend {
+    use super::*;
 
-#[test]
-fn bad_pids_are_usage_errors() {
-    assert_usage_error(&["accept", "-p", "0"], "positive whole number");
-    assert_usage_error(&["accept", "-p", "-5"], "");
-    assert_usage_error(&["accept", "-p", "abc"], "positive whole number");
-    assert_usage_error(&["accept", "-p", "2147483647"], "no process has PID 2147483647");
-}
-
-#[test]
-fn unknown_flags_and_conflicts_are_usage_errors() {
-    assert_usage_error(&["accept", "--frobnicate"], "unexpected argument '--frobnicate'");
-    assert_usage_error(&["accept", "-4", "-6"], "cannot be used with");
-    assert_usage_error(&["accept", "--backend", "magic"], "invalid value 'magic'");
-    assert_usage_error(&["nosuchcommand"], "unrecognized subcommand");
-}
-
-#[test]
-fn missing_or_wrong_pinned_maps_are_runtime_errors() {
-    require_root();
-    ensure_bpffs();
-    assert_runtime_error(&["accept", "--cgroupmap", "/sys/fs/bpf/tcpkit-no-such-map"], "no such pinned map");
-    assert_runtime_error(&["accept", "--mntnsmap", "/proc/version"], "not a pinned BPF map");
-    let narrow = pinned_hash("narrowkey", 4, 8, &[]);
-    assert_runtime_error(&["accept", "--cgroupmap", narrow.to_str().unwrap()], "keys are 4 bytes");
-    let _ = std::fs::remove_file(narrow);
-    let array = pinned_map(MapType::Array, "arr", 4, 8, &[]);
-    assert_runtime_error(&["accept", "--mntnsmap", array.to_str().unwrap()], "not a hash map");
-    let _ = std::fs::remove_file(array);
-}
-
-#[test]
-fn not_root_is_a_runtime_error_naming_the_fix() {
-    require_root();
-    let (status, out, err) = run_tcpkit_cmd(Command::new(tcpkit_bin()).args(["accept"]).uid(65534).gid(65534));
-    assert_eq!(status.code(), Some(1), "{err}");
-    assert!(out.is_empty());
-    assert_eq!(
-        err.trim_end(),
-        "tcpkit: tcpkit needs root (or CAP_BPF and CAP_PERFMON) to load BPF programs: run it with sudo"
-    );
-}
-
-#[test]
-fn missing_btf_is_a_runtime_error_naming_the_fix() {
-    require_root();
-    // Hide the kernel's BTF in a private mount namespace of the tcpkit process only.
-    let mut cmd = Command::new(tcpkit_bin());
-    cmd.args(["accept"]);
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            use nix::mount::{mount, MsFlags};
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
-            mount(Some("tmpfs"), "/sys/kernel/btf", Some("tmpfs"), MsFlags::empty(), None::<&str>)?;
-            Ok(())
-        });
+    #[test]
+    fn bad_ports_are_usage_errors() {
+        assert_usage_error(&["accept", "-P", "0"], "port 0 is out of range");
+        assert_usage_error(&["accept", "-P", "65536"], "port 65536 is out of range");
+        assert_usage_error(&["accept", "-P", "abc"], "'abc' is not a port number");
+        assert_usage_error(&["accept", "-P", ""], "empty port");
+        assert_usage_error(&["accept", "-P", "80,"], "empty port");
+        assert_usage_error(&["accept", "-P", "90-80"], "backwards");
     }
-    let (status, _, err) = run_tcpkit_cmd(&mut cmd);
-    assert_eq!(status.code(), Some(1), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("no BTF") && err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
-}
 
-#[test]
-fn forced_backend_the_kernel_cannot_do_is_a_clear_error() {
-    require_root();
-    let mut refused = Vec::new();
-    for backend in ["fentry", "kprobe"] {
-        match Tcpkit::try_start(&["accept"], backend, 1) {
-            Ok(tcpkit) => drop(tcpkit.stop()), // works here: a tracer that runs until stopped
-            Err(why) => {
-                assert!(why.contains("exit Some(ExitStatus(unix_wait_status(256)))"), "{backend}: not exit 1: {why}");
-                let msg = format!("stderr: tcpkit: the {backend} backend is not available on this kernel (");
-                assert!(why.contains(&msg), "{backend}: {why}");
-                refused.push(backend);
+    #[test]
+    fn bad_pids_are_usage_errors() {
+        assert_usage_error(&["accept", "-p", "0"], "positive whole number");
+        assert_usage_error(&["accept", "-p", "-5"], "");
+        assert_usage_error(&["accept", "-p", "abc"], "positive whole number");
+        assert_usage_error(&["accept", "-p", "2147483647"], "no process has PID 2147483647");
+    }
+
+    #[test]
+    fn unknown_flags_and_conflicts_are_usage_errors() {
+        assert_usage_error(&["accept", "--frobnicate"], "unexpected argument '--frobnicate'");
+        assert_usage_error(&["accept", "-4", "-6"], "cannot be used with");
+        assert_usage_error(&["accept", "--backend", "magic"], "invalid value 'magic'");
+        assert_usage_error(&["nosuchcommand"], "unrecognized subcommand");
+    }
+
+    #[test]
+    fn missing_or_wrong_pinned_maps_are_runtime_errors() {
+        require_root();
+        ensure_bpffs();
+        assert_runtime_error(&["accept", "--cgroupmap", "/sys/fs/bpf/tcpkit-no-such-map"], "no such pinned map");
+        assert_runtime_error(&["accept", "--mntnsmap", "/proc/version"], "not a pinned BPF map");
+        let narrow = pinned_hash("narrowkey", 4, 8, &[]);
+        assert_runtime_error(&["accept", "--cgroupmap", narrow.to_str().unwrap()], "keys are 4 bytes");
+        let _ = std::fs::remove_file(narrow);
+        let array = pinned_map(MapType::Array, "arr", 4, 8, &[]);
+        assert_runtime_error(&["accept", "--mntnsmap", array.to_str().unwrap()], "not a hash map");
+        let _ = std::fs::remove_file(array);
+    }
+
+    #[test]
+    fn not_root_is_a_runtime_error_naming_the_fix() {
+        require_root();
+        let tcpkit = RunnableByAnyone::new();
+        let (status, out, err) = run_tcpkit_cmd(Command::new(&tcpkit.bin).args(["accept"]).uid(65534).gid(65534));
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(out.is_empty());
+        assert_eq!(
+            err.trim_end(),
+            "tcpkit: tcpkit needs root (or CAP_BPF and CAP_PERFMON) to load BPF programs: run it with sudo"
+        );
+    }
+
+    #[test]
+    fn missing_btf_is_a_runtime_error_naming_the_fix() {
+        require_root();
+        // Hide the kernel's BTF in a private mount namespace of the tcpkit process only.
+        let mut cmd = Command::new(tcpkit_bin());
+        cmd.args(["accept"]);
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                use nix::mount::{mount, MsFlags};
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+                mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
+                mount(Some("tmpfs"), "/sys/kernel/btf", Some("tmpfs"), MsFlags::empty(), None::<&str>)?;
+                Ok(())
+            });
+        }
+        let (status, _, err) = run_tcpkit_cmd(&mut cmd);
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("no BTF") && err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+    }
+
+    #[test]
+    fn forced_backend_the_kernel_cannot_do_is_a_clear_error() {
+        require_root();
+        let mut refused = Vec::new();
+        for backend in ["fentry", "kprobe"] {
+            match Tcpkit::try_start(&["accept"], backend, 1) {
+                Ok(tcpkit) => drop(tcpkit.stop()), // works here: a tracer that runs until stopped
+                Err(why) => {
+                    assert!(
+                        why.contains("exit Some(ExitStatus(unix_wait_status(256)))"),
+                        "{backend}: not exit 1: {why}"
+                    );
+                    let msg = format!("stderr: tcpkit: the {backend} backend is not available on this kernel (");
+                    assert!(why.contains(&msg), "{backend}: {why}");
+                    refused.push(backend);
+                }
             }
         }
-    }
-    if refused.is_empty() {
-        // Every backend works on this kernel (the qemu guests): there is nothing to refuse here.
-        eprintln!("NOTICE: fentry and kprobe both work on this kernel; the refusal path is proved on the host");
-    }
-}
-
-#[test]
-fn auto_picks_the_best_backend_that_attaches() {
-    require_root();
-    let started = |backend: &str| match Tcpkit::try_start(&["accept", "--debug"], backend, 1) {
-        Ok(tcpkit) => {
-            let (_, _, stderr) = tcpkit.stop();
-            (true, stderr)
+        if refused.is_empty() {
+            // Every backend works on this kernel (the qemu guests): there is nothing to refuse here.
+            eprintln!("NOTICE: fentry and kprobe both work on this kernel; the refusal path is proved on the host");
         }
-        Err(why) => (false, why),
-    };
-    let best = ["fentry", "kprobe", "tracepoint"].into_iter().find(|b| started(b).0).expect("no backend works at all");
-    let (ok, err) = started("auto");
-    assert!(ok, "auto did not start: {err}");
-    assert!(err.contains(&format!("using the {best} backend")), "auto chose otherwise than {best}: {err}");
-    if let Ok(expected) = std::env::var("TCPKIT_EXPECT_AUTO_BACKEND") {
-        assert_eq!(best, expected, "this kernel's best backend");
     }
-}
 
-#[test]
-fn version_names_the_commit() {
-    let (status, out, _) = run_tcpkit(&["--version"]);
-    assert!(status.success());
-    assert!(out.starts_with(&format!("tcpkit {} (", env!("CARGO_PKG_VERSION"))), "{out}");
-    for sub in ["accept", "tracer"] {
-        let (status, out, _) = run_tcpkit(&[sub, "-V"]);
-        assert!(status.success(), "{sub} -V");
-        assert!(out.starts_with(&format!("tcpkit-{sub} {} (", env!("CARGO_PKG_VERSION"))), "{out}");
+    #[test]
+    fn auto_picks_the_best_backend_that_attaches() {
+        require_root();
+        let started = |backend: &str| match Tcpkit::try_start(&["accept", "--debug"], backend, 1) {
+            Ok(tcpkit) => {
+                let (_, _, stderr) = tcpkit.stop();
+                (true, stderr)
+            }
+            Err(why) => (false, why),
+        };
+        let best =
+            ["fentry", "kprobe", "tracepoint"].into_iter().find(|b| started(b).0).expect("no backend works at all");
+        let (ok, err) = started("auto");
+        assert!(ok, "auto did not start: {err}");
+        assert!(err.contains(&format!("using the {best} backend")), "auto chose otherwise than {best}: {err}");
+        if let Ok(expected) = std::env::var("TCPKIT_EXPECT_AUTO_BACKEND") {
+            assert_eq!(best, expected, "this kernel's best backend");
+        }
+    }
+
+    #[test]
+    fn version_names_the_commit() {
+        let (status, out, _) = run_tcpkit(&["--version"]);
+        assert!(status.success());
+        assert!(out.starts_with(&format!("tcpkit {} (", env!("CARGO_PKG_VERSION"))), "{out}");
+        for sub in ["accept", "tracer"] {
+            let (status, out, _) = run_tcpkit(&[sub, "-V"]);
+            assert!(status.success(), "{sub} -V");
+            assert!(out.starts_with(&format!("tcpkit-{sub} {} (", env!("CARGO_PKG_VERSION"))), "{out}");
+        }
     }
 }

@@ -225,9 +225,21 @@ impl Tcpkit {
     /// line each one matched, in the predicates' order. Events of separate sockets may come in any order.
     pub fn expect_all(&mut self, what: &str, preds: &[&dyn Fn(&str) -> bool]) -> Vec<String> {
         let end = Instant::now() + DEADLINE;
+        // Each line is tried once against the predicates still unmatched: with hundreds of both (64
+        // connections' events), trying every predicate on every line again at each new line cost a 64-thread
+        // test 25 s of emulated CPU in a qemu guest.
+        let mut found: Vec<Option<usize>> = vec![None; preds.len()];
+        let mut tried = 0;
         loop {
             let seen = &self.stdout.seen;
-            let found: Vec<Option<usize>> = preds.iter().map(|p| seen.iter().position(|l| p(l))).collect();
+            for (i, line) in seen.iter().enumerate().skip(tried) {
+                for (p, at) in preds.iter().zip(found.iter_mut()) {
+                    if at.is_none() && p(line) {
+                        *at = Some(i);
+                    }
+                }
+            }
+            tried = seen.len();
             if found.iter().all(Option::is_some) {
                 return found.into_iter().map(|i| seen[i.unwrap()].clone()).collect();
             }
@@ -309,11 +321,77 @@ pub fn run_tcpkit(args: &[&str]) -> (ExitStatus, String, String) {
 }
 
 pub fn run_tcpkit_cmd(cmd: &mut Command) -> (ExitStatus, String, String) {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning");
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // A binary just copied (RunnableByAnyone) is busy for exec while a child that another test thread
+    // forked still holds the copy's descriptor, until that child's own exec: try again for a moment.
+    let end = Instant::now() + DEADLINE;
+    let mut child = loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            spawned => break spawned.expect("spawning"),
+        }
+    };
     let mut out = Drain::new(child.stdout.take().unwrap());
     let mut err = Drain::new(child.stderr.take().unwrap());
     let status = wait_with_deadline(&mut child, DEADLINE).expect("tcpkit did not exit in time");
     (status, out.finish(), err.finish())
+}
+
+/// A JSON line that is the record of type `kind` for the socket with local port `lport` and remote port
+/// `rport`.
+pub fn json_event(kind: &'static str, lport: u16, rport: u16) -> impl Fn(&str) -> bool {
+    move |l: &str| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .is_ok_and(|r| r["type"] == kind && r["lport"] == lport && r["rport"] == rport)
+    }
+}
+
+/// Waits until a thread of process `pid` is blocked in accept() or accept4() (its /proc syscall file names
+/// the call it sleeps in).
+pub fn wait_blocked_in_accept(pid: u32) {
+    let calls = [nix::libc::SYS_accept, nix::libc::SYS_accept4].map(|n| n.to_string());
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+        let blocked = tasks.flatten().any(|t| {
+            std::fs::read_to_string(t.path().join("syscall"))
+                .is_ok_and(|s| s.split(' ').next().is_some_and(|n| calls.iter().any(|c| c == n)))
+        });
+        if blocked {
+            return;
+        }
+        assert!(Instant::now() < end, "no thread of process {pid} blocked in accept()");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A copy of the tcpkit binary in a directory of its own that every user may enter, removed on drop. A test
+/// that runs tcpkit as another user must not depend on where the checkout lives: a clone in a directory
+/// only root may enter (as `mktemp -d` makes them) makes its target/ unreachable to that user.
+pub struct RunnableByAnyone {
+    dir: PathBuf,
+    pub bin: PathBuf,
+}
+
+impl RunnableByAnyone {
+    pub fn new() -> RunnableByAnyone {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("tcpkit-anyone-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("making a directory for tcpkit's copy");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = dir.join("tcpkit");
+        std::fs::copy(tcpkit_bin(), &bin).expect("copying tcpkit");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        RunnableByAnyone { dir, bin }
+    }
+}
+
+impl Drop for RunnableByAnyone {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A tcpkit-peer process: listens and accepts, or connects, and reports each step.
