@@ -131,17 +131,34 @@ fact auto_picks "$(/opt/tcpkit/tcpkit accept --debug -d 0.2 2>&1 >/dev/null \
 REQUIRE=sctp
 [ -d /proc/sys/net/mptcp ] && REQUIRE="$REQUIRE mptcp"
 
+# Which tests a cell runs. A test whose outcome cannot depend on the backend lives in a module named
+# any_backend (tests/vm/README.md, "Which tests run on which backend"): it runs once per kernel, in the auto
+# cell, where tcpkit picks its backend as a user's would. Every other test exercises what the backends do
+# differently (the accept hooks, and the owner they give a server's connection) and runs once per backend
+# the kernel allows, forced with --backend; auto, which picks one of those same backends, does not run them
+# again.
+cell_filter() { # cell_filter BACKEND: libtest arguments
+    case "$1" in
+        auto) echo "any_backend::" ;;
+        *) echo "--skip any_backend::" ;;
+    esac
+}
+
 # One run of one test binary: print its output, then the marker. libtest's summary line looks like
-# "test result: ok. 12 passed; 0 failed; 0 ignored; ..." (FAILED instead of ok on failure).
+# "test result: ok. 12 passed; 0 failed; 0 ignored; ..." (FAILED instead of ok on failure). --report-time
+# (libtest's, unstable on a stable toolchain, hence RUSTC_BOOTSTRAP for the test harness only) ends each
+# result line with the test's own time, "test name ... ok <1.234s>": one @@TCPKIT-TEST marker per test.
 run_one() { # run_one BACKEND BINARY
     local b="$1" bin="$2" name out=/tmp/out.$$ t0 rc passed failed
     name=$(basename "$bin") t0=$(now)
     echo "@@TCPKIT-START kernel=$KREL backend=$b bin=$name"
     # Output goes to the console as it comes (a hang shows where) and to a file for counting.
+    # shellcheck disable=SC2046 # cell_filter's words are separate arguments
     { env TCPKIT_BIN=/opt/tcpkit/tcpkit TCPKIT_PEER_BIN=/opt/tcpkit/tcpkit-peer \
           TCPKIT_TEST_BACKEND="$b" TCPKIT_EXPECT_AUTO_BACKEND="$EXPECT_AUTO" TCPKIT_REQUIRE_PROTOCOLS="$REQUIRE" \
-          TCPKIT_TEST_REFUSED=5000 \
-          timeout -s TERM -k 10 "$TEST_TIMEOUT" "$bin" --test-threads="$THREADS" 2>&1
+          TCPKIT_TEST_REFUSED=5000 RUSTC_BOOTSTRAP=1 \
+          timeout -s TERM -k 10 "$TEST_TIMEOUT" "$bin" --test-threads="$THREADS" -Z unstable-options --report-time \
+          $(cell_filter "$b") 2>&1
       echo "rc=$?" > /tmp/rc.$$; } | tee "$out"
     rc=$(sed -n 's/^rc=//p' /tmp/rc.$$); rm -f /tmp/rc.$$
     passed=$(sed -n 's/^test result: .* \([0-9][0-9]*\) passed; \([0-9][0-9]*\) failed.*/\1/p' "$out" \
@@ -149,8 +166,11 @@ run_one() { # run_one BACKEND BINARY
     failed=$(sed -n 's/^test result: .* \([0-9][0-9]*\) passed; \([0-9][0-9]*\) failed.*/\2/p' "$out" \
              | awk '{ s += $1 } END { print s + 0 }')
     # Name the failed tests, so the host can list them without reading the whole log.
-    sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$out" | while read -r t; do
+    sed -n 's/^test \(.*\) \.\.\. FAILED\( <.*>\)\{0,1\}$/\1/p' "$out" | while read -r t; do
         echo "@@TCPKIT-FAILED kernel=$KREL backend=$b bin=$name test=$t"
+    done
+    sed -n 's/^test \([^ ]*\) \.\.\. \([a-zA-Z]*\) <\([0-9.]*\)s>$/\1 \2 \3/p' "$out" | while read -r t r s; do
+        echo "@@TCPKIT-TEST kernel=$KREL backend=$b bin=$name test=$t result=$r secs=$s"
     done
     rm -f "$out"
     echo "@@TCPKIT kernel=$KREL backend=$b bin=$name rc=${rc:-255} passed=$passed failed=$failed secs=$(since "$t0")"

@@ -4,6 +4,7 @@
 #
 #   tests/vm/run-matrix.sh [--arch x86_64|arm64|all] [--kernels "5.10 6.1 6.12"]
 #                          [--backends "fentry kprobe tracepoint auto"] [--timeout SECS] [--jobs N] [--build]
+#                          [--repeat N]
 #
 # Run it from anywhere inside the project, as root (it installs host packages with apt when missing).
 # See tests/vm/README.md for what it needs, what it caches, and how long it takes.
@@ -33,6 +34,7 @@ HOST_DEBARCH=$(dpkg --print-architecture)
 HOST_ONLY_TESTS="manpages completions container"
 BACKENDS="fentry kprobe tracepoint auto"
 BUILD=0
+REPEAT=1
 
 QEMU_PIDS=()
 TMPS=()
@@ -49,7 +51,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-usage() { sed -n '2,9s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit "${1:-0}"; }
+usage() { sed -n '2,10s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit "${1:-0}"; }
 
 parse_args() {
     while (($#)); do
@@ -65,12 +67,14 @@ parse_args() {
             --timeout) TIMEOUT=${2:?--timeout needs a value}; shift 2 ;;
             --jobs) JOBS=${2:?--jobs needs a value}; shift 2 ;;
             --build) BUILD=1; shift ;;
+            --repeat) REPEAT=${2:?--repeat needs a value}; shift 2 ;;
             -h|--help) usage 0 ;;
             *) printf 'run-matrix: unknown argument: %s\n' "$1" >&2; usage 2 ;;
         esac
     done
     [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "--timeout must be whole seconds, got '$TIMEOUT'"
     [[ $JOBS =~ ^[1-9][0-9]*$ ]] || die "--jobs must be a positive number, got '$JOBS'"
+    [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "--repeat must be a positive number, got '$REPEAT'"
     local k b
     for k in $KERNELS; do suite_of "$k" >/dev/null || die "unknown kernel '$k' (known: 5.10 6.1 6.12)"; done
     for b in $BACKENDS; do
@@ -116,19 +120,36 @@ suite_of() {
 
 host_codename() { (. /etc/os-release && echo "${VERSION_CODENAME:-}"); }
 
-# The machine's own Debian mirror (first URIs: line of a deb822 source, else the classic list), so that the
-# temporary lists use the same one.
+# The machine's own Debian mirror, so that the temporary lists use the same one: the first URI of an
+# enabled apt source (a deb822 .sources stanza, or a one-line .list entry) of type deb whose suites include
+# the machine's own codename. Nothing else: with no such source, say so and stop.
 host_mirror() {
-    local m=""
-    if [[ -r /etc/apt/sources.list.d/debian.sources ]]; then
-        m=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\).*/\1/p' /etc/apt/sources.list.d/debian.sources \
-            | grep -v -- '-security' | head -n1)
-    fi
-    if [[ -z $m && -r /etc/apt/sources.list ]]; then
-        m=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' \
-            /etc/apt/sources.list)
-    fi
-    echo "${m:-http://deb.debian.org/debian}"
+    local codename m f
+    codename=$(host_codename)
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [[ -r $f ]] || continue
+        # Stanzas are separated by blank lines; keys are case-insensitive (sources.list(5)).
+        m=$(awk -v want="$codename" '
+            function flush() { if (deb && suite && !off && uri != "" && !found) { print uri; found = 1 }
+                               deb = 0; suite = 0; off = 0; uri = "" }
+            /^[ \t]*$/ { flush(); next }
+            /^[ \t]*#/ { next }
+            { key = tolower($1) }
+            key == "types:" { for (i = 2; i <= NF; i++) if ($i == "deb") deb = 1 }
+            key == "suites:" { for (i = 2; i <= NF; i++) if ($i == want) suite = 1 }
+            key == "uris:" { uri = $2 }
+            key == "enabled:" && tolower($2) == "no" { off = 1 }
+            END { flush() }' "$f")
+        [[ -n $m ]] && { echo "$m"; return; }
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -r $f ]] || continue
+        # deb [options] URI SUITE COMPONENT...
+        m=$(awk -v want="$codename" '{ sub(/#.*/, ""); gsub(/\[[^]]*\]/, "") }
+                                     $1 == "deb" && $3 == want { print $2; exit }' "$f")
+        [[ -n $m ]] && { echo "$m"; return; }
+    done
+    die "no apt source of this machine serves its own suite ('$codename'), so there is no mirror to fetch the other suites' kernels from: add one to /etc/apt/sources.list.d"
 }
 
 # Fills the global array APT_OPTS with the options that point apt at SUITE for DEBARCH. The host's own suite
@@ -150,8 +171,9 @@ apt_setup_suite() { # apt_setup_suite SUITE DEBARCH
     local dir=$CACHE/apt/$suite-$debarch
     mkdir -p "$dir/lists/partial"
     if [[ $suite != "$(host_codename)" ]]; then
-        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $(host_mirror) $suite main" \
-            > "$dir/sources.list"
+        local mirror
+        mirror=$(host_mirror) || exit 2   # it said why
+        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main" > "$dir/sources.list"
         APT_OPTS+=(-o "Dir::Etc::SourceList=$dir/sources.list" -o Dir::Etc::SourceParts=/dev/null)
     fi
     APT_OPTS+=(-o "Dir::State::Lists=$dir/lists")
@@ -633,6 +655,28 @@ check_packages_ran() { # check_packages_ran GUEST KREL
     done < "$OUT/shipped-$(debarch_of "$g").tsv"
 }
 
+# Every test's own time in every cell (the guests' @@TCPKIT-TEST markers) into $OUT/test-times.tsv, and the
+# slowest printed: summed over the cells that ran them, with their number and the slowest cell.
+test_times() {
+    local g table=$OUT/test-times.tsv
+    printf 'arch\tkernel\tbackend\tbin\ttest\tresult\tsecs\n' > "$table"
+    for g in $GUESTS; do
+        markers "$g" '@@TCPKIT-TEST ' | awk -v arch="$(debarch_of "$g")" '
+            { for (i = 2; i <= NF; i++) { k = substr($i, 1, index($i, "=") - 1); v[k] = substr($i, length(k) + 2) }
+              printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", arch, v["kernel"], v["backend"], v["bin"], v["test"],
+                     v["result"], v["secs"] }' >> "$table"
+    done
+    echo
+    echo "Slowest tests (seconds summed over the cells that ran them; every test's time in every cell: $table):"
+    awk -F'\t' 'NR > 1 { t = $4 "::" $5; sum[t] += $7; n[t]++; all += $7; runs++
+                          if ($7 > max[t]) { max[t] = $7; at[t] = $1 " " $2 " " $3 } }
+                 END { for (t in sum) printf "%.1f\t%d\t%.1f\t%s\t%s\n", sum[t], n[t], max[t], at[t], t
+                       printf "%.1f\t%d\t-\t-\t(all tests)\n", all, runs }' "$table" \
+        | sort -t$'\t' -k1,1nr | head -n 26 \
+        | awk -F'\t' 'BEGIN { printf "  %8s %5s %7s  %-28s %s\n", "summed", "cells", "slowest", "in", "test" }
+                      { printf "  %7ss %5s %6ss  %-28s %s\n", $1, $2, $3, $4, $5 }'
+}
+
 # Prints the matrix and returns non-zero if any cell failed or is missing, or a guest timed out.
 report() {
     local g b name path bad=0 rc krel cellbad wall names
@@ -677,6 +721,7 @@ report() {
         awk -F'\t' '{ printf "  %-6s %-8s %s  %s\n", $1, $3, substr($4, 1, 16), $2 }' "$OUT/packages-ran.tsv"
     fi
     print_facts
+    test_times
     if ((bad)); then
         echo; echo "FAILED:"; sed 's/^/  /' "$OUT/problems"
         for g in $GUESTS; do
@@ -692,13 +737,22 @@ report() {
     echo; echo "vm matrix: all passed"
 }
 
-main() {
-    parse_args "$@"
-    local t_all t0 g a
-    t_all=$(now)
-    mkdir -p "$CACHE" "$OUT"
+# One run of every guest, its table and its checks; returns non-zero if anything failed.
+run_once() {
+    local t0
     rm -f "$OUT/problems" "$OUT/unavailable" "$OUT/packages-ran.tsv" "$OUT/guests.tsv" "$OUT"/*.rc "$OUT"/*.wall \
         "$OUT"/*.log
+    t0=$(now)
+    run_guests
+    log "guests done in $(elapsed "$t0")s"
+    report
+}
+
+main() {
+    parse_args "$@"
+    local t_all t0 g a r rc=0 runs=()
+    t_all=$(now)
+    mkdir -p "$CACHE" "$OUT"
     ensure_packages
     t0=$(now)
     for g in $GUESTS; do fetch_kernel "$g"; done
@@ -708,10 +762,24 @@ main() {
     for a in $DEBARCHES; do pack_common "$a"; done
     for g in $GUESTS; do pack_kernel "$g"; done
     log "initrds ready in $(elapsed "$t0")s"
-    t0=$(now)
-    run_guests
-    log "guests done in $(elapsed "$t0")s; total $(elapsed "$t_all")s"
-    report
+    if ((REPEAT == 1)); then
+        run_once || rc=1
+        log "total $(elapsed "$t_all")s"
+        return "$rc"
+    fi
+    # --repeat: the same guests again, each run reported in full and its logs kept in $OUT/run-R/.
+    for ((r = 1; r <= REPEAT; r++)); do
+        echo; echo "==== run $r of $REPEAT ===="
+        t0=$(now)
+        if run_once; then runs+=("run $r: passed in $(elapsed "$t0")s"); else runs+=("run $r: FAILED after $(elapsed "$t0")s"); rc=1; fi
+        rm -rf "$OUT/run-$r"; mkdir -p "$OUT/run-$r"
+        cp "$OUT"/*.log "$OUT/test-times.tsv" "$OUT/run-$r/"
+        [[ -e $OUT/problems ]] && cp "$OUT/problems" "$OUT/run-$r/"
+    done
+    echo; echo "==== $REPEAT runs (logs and per-test times of each in $OUT/run-R/) ===="
+    printf '  %s\n' "${runs[@]}"
+    log "total $(elapsed "$t_all")s"
+    return "$rc"
 }
 
 main "$@"
