@@ -10,7 +10,11 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "test: the integration tests load BPF programs; re-running as root" >&2
   exec sudo -E "$0" "$@"
 fi
+start=$SECONDS
 cargo test --release
+echo "test: the host tests (with their build) took $((SECONDS - start)) s"
 if [ "${TCPKIT_VM:-1}" != 0 ]; then
+  start=$SECONDS
   tests/vm/run-matrix.sh --build --arch all
+  echo "test: the qemu matrix (with its build) took $((SECONDS - start)) s"
 fi

@@ -669,12 +669,15 @@ test_times() {
     echo
     echo "Slowest tests (seconds summed over the cells that ran them; every test's time in every cell: $table):"
     awk -F'\t' 'NR > 1 { t = $4 "::" $5; sum[t] += $7; n[t]++; all += $7; runs++
-                          if ($7 > max[t]) { max[t] = $7; at[t] = $1 " " $2 " " $3 } }
+                          if ($7 + 0 > max[t] + 0) { max[t] = $7; match($2, /^[0-9]+\.[0-9]+/)
+                                                     at[t] = $1 "-" substr($2, 1, RLENGTH) " " $3 } }
                  END { for (t in sum) printf "%.1f\t%d\t%.1f\t%s\t%s\n", sum[t], n[t], max[t], at[t], t
-                       printf "%.1f\t%d\t-\t-\t(all tests)\n", all, runs }' "$table" \
-        | sort -t$'\t' -k1,1nr | head -n 26 \
-        | awk -F'\t' 'BEGIN { printf "  %8s %5s %7s  %-28s %s\n", "summed", "cells", "slowest", "in", "test" }
-                      { printf "  %7ss %5s %6ss  %-28s %s\n", $1, $2, $3, $4, $5 }'
+                       printf "%.1f\t%d\n", all, runs > "/dev/stderr" }' "$table" 2> "$OUT/test-times.total" \
+        | sort -t$'\t' -k1,1nr | head -n 25 \
+        | awk -F'\t' 'BEGIN { printf "  %8s %5s %8s  %-22s %s\n", "summed", "cells", "slowest", "in", "test" }
+                      { printf "  %7ss %5s %7ss  %-22s %s\n", $1, $2, $3, $4, $5 }'
+    awk -F'\t' '{ printf "  %7ss %5s test runs in all\n", $1, $2 }' "$OUT/test-times.total"
+    rm -f "$OUT/test-times.total"
 }
 
 # Prints the matrix and returns non-zero if any cell failed or is missing, or a guest timed out.
