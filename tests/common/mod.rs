@@ -348,23 +348,26 @@ pub fn json_event(kind: &'static str, lport: u16, rport: u16) -> impl Fn(&str) -
     }
 }
 
+/// Polls `cond` until it holds; fails the test, saying `what` never happened, after DEADLINE.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < end, "{what} within {DEADLINE:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits until a thread of process `pid` is blocked in accept() or accept4() (its /proc syscall file names
 /// the call it sleeps in).
 pub fn wait_blocked_in_accept(pid: u32) {
     let calls = [nix::libc::SYS_accept, nix::libc::SYS_accept4].map(|n| n.to_string());
-    let end = Instant::now() + DEADLINE;
-    loop {
+    wait_until(&format!("no thread of process {pid} blocked in accept()"), || {
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
-        let blocked = tasks.flatten().any(|t| {
+        tasks.flatten().any(|t| {
             std::fs::read_to_string(t.path().join("syscall"))
                 .is_ok_and(|s| s.split(' ').next().is_some_and(|n| calls.iter().any(|c| c == n)))
-        });
-        if blocked {
-            return;
-        }
-        assert!(Instant::now() < end, "no thread of process {pid} blocked in accept()");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        })
+    });
 }
 
 /// A copy of the tcpkit binary in a directory of its own that every user may enter, removed on drop. A test
