@@ -7,13 +7,18 @@ use crate::session::{self, Features, Plan};
 use crate::skel::accept::AcceptSkelBuilder;
 use crate::text::AcceptText;
 
-const PLAN: Plan = Plan { ports_either_end: false, attach_first: &[], attach_last: &[] };
+const PLAN: Plan = Plan {
+    ports_either_end: false,
+    // Handshakes first: an accept reported before its handshake was seen has no queue wait.
+    attach_first: &["inet_sock_set_state_handshake"],
+    attach_last: &[],
+    owners_always: false,
+};
 
 pub fn run(args: &AcceptArgs) -> Result<()> {
-    session::run::<AcceptSkelBuilder, _>(&args.filter, &args.run, &PLAN, Features::default(), |backend| {
-        match args.output.json() {
-            true => Layout::Json(Json::new(backend.name())),
-            false => Layout::Accept(AcceptText::new(&args.output)),
-        }
+    let features = Features { stats: args.output.stats || args.output.json(), ..Features::default() };
+    session::run::<AcceptSkelBuilder, _>(&args.filter, &args.run, &PLAN, features, |backend| match args.output.json() {
+        true => Layout::Json(Json::new(backend.name())),
+        false => Layout::Accept(AcceptText::new(&args.output)),
     })
 }

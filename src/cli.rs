@@ -45,6 +45,7 @@ const TRACER_EXAMPLES: &str = "Examples:
   tcpkit tracer -P 80,443 -6    # only IPv6 connections with port 80 or 443 at either end
   tcpkit tracer --failed        # also connects that failed, with their error (ECONNREFUSED, ...)
   tcpkit tracer -L              # closes with how they ended, lifespan and bytes
+  tcpkit tracer -S              # handshake time, SYN retransmits, accept-queue wait, RTT, retransmits
   tcpkit tracer -C              # with the container (or systemd unit) of each task
   tcpkit tracer --container 3f2a9c0d81b7   # only that container's connections";
 
@@ -72,6 +73,7 @@ const ACCEPT_EXAMPLES: &str = "Examples:
   tcpkit accept -t              # include timestamps
   tcpkit accept -P 80,81 -4     # only IPv4 accepts on local ports 80 and 81
   tcpkit accept -p 181          # only accepts by PID 181
+  tcpkit accept -S              # with each connection's wait in the accept queue and the queue's length
   tcpkit accept --cgroupmap /sys/fs/bpf/cgroups   # only cgroups in this pinned BPF map
   tcpkit accept -C              # with the container (or systemd unit) of each accepting task";
 
@@ -134,6 +136,9 @@ pub struct OutputArgs {
     /// Include a CONTAINER column: the container's short ID, else the systemd unit, else -
     #[arg(short = 'C', long = "print-container")]
     pub print_container: bool,
+    /// Include how good each connection was: handshake, accept-queue wait and backlog, RTT, retransmits
+    #[arg(short = 'S', long = "stats")]
+    pub stats: bool,
     /// Output format: text (bcc's columns) or json (one object per line)
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,

@@ -90,6 +90,77 @@ impl Event {
     }
 }
 
+/// Which stats fields the kernel filled (src/bpf/tcpkit.h, enum stat_bits).
+const STAT_HANDSHAKE: u32 = 1 << 0;
+const STAT_QUEUE: u32 = 1 << 1;
+const STAT_BACKLOG: u32 = 1 << 2;
+const STAT_TRANSFER: u32 = 1 << 3;
+const STAT_RETRANS_BYTES: u32 = 1 << 4;
+const STAT_RTO: u32 = 1 << 5;
+
+/// A connection's transfer counters as the kernel kept them on its socket, at its end (close records).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub rtt_us: u32,
+    pub rtt_var_us: u32,
+    pub min_rtt_us: u32,
+    pub retransmits: u32,
+    pub segs_out: u32,
+    pub segs_in: u32,
+}
+
+/// How good a connection was (-S, JSON): each None where the record's type does not carry it, where the
+/// kernel lacks the counter, or where tcpkit did not see what it is measured from.
+impl Event {
+    fn stat<T>(&self, bit: u32, value: T) -> Option<T> {
+        (self.stats.present & bit != 0).then_some(value)
+    }
+
+    /// Connect and fail records: nanoseconds from connect() to ESTABLISHED (or to the failure).
+    pub fn handshake_ns(&self) -> Option<u64> {
+        self.stat(STAT_HANDSHAKE, self.stats.handshake_ns)
+    }
+
+    /// Connect and fail records: SYNs sent again before the answer (or the failure).
+    pub fn syn_retransmits(&self) -> Option<u32> {
+        self.stat(STAT_HANDSHAKE, self.stats.syn_retransmits)
+    }
+
+    /// Accept records: nanoseconds the connection waited, established, in the listener's queue.
+    pub fn queue_ns(&self) -> Option<u64> {
+        self.stat(STAT_QUEUE, self.stats.queue_ns)
+    }
+
+    /// Accept records: the listener's queue length at this accept (this connection included), and its limit.
+    pub fn backlog(&self) -> Option<(u32, u32)> {
+        self.stat(STAT_BACKLOG, (self.stats.backlog, self.stats.backlog_max))
+    }
+
+    /// Close records: RTT, retransmits and segments.
+    pub fn transfer(&self) -> Option<Transfer> {
+        let s = &self.stats;
+        let transfer = Transfer {
+            rtt_us: s.rtt_us,
+            rtt_var_us: s.rtt_var_us,
+            min_rtt_us: s.min_rtt_us,
+            retransmits: s.retransmits,
+            segs_out: s.segs_out,
+            segs_in: s.segs_in,
+        };
+        self.stat(STAT_TRANSFER, transfer)
+    }
+
+    /// Close records: bytes retransmitted (kernels since 4.19).
+    pub fn retransmitted_bytes(&self) -> Option<u64> {
+        self.stat(STAT_RETRANS_BYTES, self.stats.retransmitted_bytes)
+    }
+
+    /// Close records: retransmission timeouts (kernels since 6.7).
+    pub fn rto_count(&self) -> Option<u32> {
+        self.stat(STAT_RTO, self.stats.rto_count)
+    }
+}
+
 fn addr(family: u16, bytes: &[u8; 16]) -> IpAddr {
     if family == AF_INET {
         IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use chrono::{Local, TimeZone};
 
 use crate::columns::{ip, uint, zero_padded};
-use crate::event::{Event, EVENT_CLOSE};
+use crate::event::{Event, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_FAIL};
 use crate::format::{type_names, Clock, Format};
 use crate::identity::CgroupCache;
 
@@ -58,6 +58,44 @@ impl Json {
 fn number(w: &mut impl Write, key: &[u8], n: u64) -> io::Result<()> {
     w.write_all(key)?;
     w.write_all(uint(n).as_str().as_bytes())
+}
+
+/// `key` and a number, or null when unknown.
+fn number_or_null(w: &mut impl Write, key: &[u8], n: Option<impl Into<u64>>) -> io::Result<()> {
+    match n {
+        Some(n) => number(w, key, n.into()),
+        None => {
+            w.write_all(key)?;
+            w.write_all(b"null")
+        }
+    }
+}
+
+/// The stats fields of a record's type (-S's values; every JSON record has its type's, null when unknown).
+fn write_stats(e: &Event, w: &mut impl Write) -> io::Result<()> {
+    match e.r#type {
+        EVENT_CONNECT | EVENT_FAIL => {
+            number_or_null(w, b",\"handshake_ns\":", e.handshake_ns())?;
+            number_or_null(w, b",\"syn_retransmits\":", e.syn_retransmits())
+        }
+        EVENT_ACCEPT => {
+            number_or_null(w, b",\"queue_ns\":", e.queue_ns())?;
+            number_or_null(w, b",\"backlog\":", e.backlog().map(|b| b.0))?;
+            number_or_null(w, b",\"backlog_max\":", e.backlog().map(|b| b.1))
+        }
+        EVENT_CLOSE => {
+            let t = e.transfer();
+            number_or_null(w, b",\"rtt_us\":", t.map(|t| t.rtt_us))?;
+            number_or_null(w, b",\"rtt_var_us\":", t.map(|t| t.rtt_var_us))?;
+            number_or_null(w, b",\"min_rtt_us\":", t.map(|t| t.min_rtt_us))?;
+            number_or_null(w, b",\"retransmits\":", t.map(|t| t.retransmits))?;
+            number_or_null(w, b",\"retransmitted_bytes\":", e.retransmitted_bytes())?;
+            number_or_null(w, b",\"rto_count\":", e.rto_count())?;
+            number_or_null(w, b",\"segs_out\":", t.map(|t| t.segs_out))?;
+            number_or_null(w, b",\"segs_in\":", t.map(|t| t.segs_in))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `key` and a JSON string that needs no escaping (a name tcpkit chose, an address).
@@ -135,6 +173,7 @@ impl Format for Json {
             number(w, b",\"bytes_sent\":", e.bytes_sent)?;
             number(w, b",\"bytes_received\":", e.bytes_received)?;
         }
+        write_stats(e, w)?;
         w.write_all(b"}\n")
     }
 
@@ -182,6 +221,9 @@ mod tests {
         e.daddr[15] = 1;
         e.task.comm[..5].copy_from_slice(b"a\"b\\c");
         (e.end, e.duration_ns, e.bytes_sent, e.bytes_received) = (4, 1_234_567, 10, 20);
+        (e.stats.rtt_us, e.stats.rtt_var_us, e.stats.min_rtt_us, e.stats.retransmits) = (250, 40, 180, 3);
+        (e.stats.retransmitted_bytes, e.stats.segs_out, e.stats.segs_in) = (4000, 12, 9);
+        e.stats.present = 0b1111; // no retransmitted_bytes (STAT_RETRANS_BYTES), no rto_count (STAT_RTO)
         let mut out = Vec::new();
         Json::new("tracepoint").event(&e, &mut out).unwrap();
         let line = String::from_utf8(out).unwrap();
@@ -213,6 +255,14 @@ mod tests {
             "duration_ns",
             "bytes_sent",
             "bytes_received",
+            "rtt_us",
+            "rtt_var_us",
+            "min_rtt_us",
+            "retransmits",
+            "retransmitted_bytes",
+            "rto_count",
+            "segs_out",
+            "segs_in",
         ];
         let at: Vec<usize> = keys.iter().map(|k| line.find(&format!("\"{k}\":")).expect(k)).collect();
         assert!(at.windows(2).all(|w| w[0] < w[1]), "order: {line}");
@@ -221,7 +271,8 @@ mod tests {
             "type": "close", "pid": 7, "tid": 8, "uid": 1000, "comm": "a\"b\\c", "ip": 6, "laddr": "::ffff:127.0.0.1",
             "lport": 8080, "raddr": "::1", "rport": 51000, "netns": 4026531833u64, "mntns": 4026531840u64, "cgroup_id": 0,
             "task": "current", "backend": "tracepoint", "end": "reset", "duration_ns": 1_234_567, "bytes_sent": 10,
-            "bytes_received": 20,
+            "bytes_received": 20, "rtt_us": 250, "rtt_var_us": 40, "min_rtt_us": 180, "retransmits": 3,
+            "retransmitted_bytes": null, "rto_count": null, "segs_out": 12, "segs_in": 9,
         });
         for (k, want) in expect.as_object().unwrap() {
             assert_eq!(&v[k], want, "{k}: {line}");

@@ -43,7 +43,7 @@ impl Format for Layout {
 mod tests {
     use super::*;
     use crate::cli::OutputArgs;
-    use crate::event::{sample_event as sample, EVENT_CLOSE, EVENT_CONNECT, EVENT_FAIL};
+    use crate::event::{sample_event as sample, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_FAIL};
     use crate::text::TracerColumns;
 
     #[test]
@@ -57,12 +57,15 @@ mod tests {
         e.task.cgroup_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&dir).unwrap());
         let mut vanished = sample();
         vanished.task.cgroup_id = u64::MAX - 1;
-        let args = OutputArgs { print_container: true, ..Default::default() };
+        let args = OutputArgs { print_container: true, stats: true, ..Default::default() };
         let columns = TracerColumns { verbose: true, netns: true, error: true, lifespan: true };
         let mut text = TracerText::new(&args, columns);
         let mut json = Json::new("tracepoint");
-        let mut out = Vec::with_capacity(4 << 20);
-        for kind in [EVENT_CONNECT, EVENT_CLOSE, EVENT_FAIL] {
+        let mut out = Vec::with_capacity(16 << 20);
+        // Every stats field present, as the kernel fills them with -S and JSON.
+        e.stats.present = u32::MAX;
+        vanished.stats.present = u32::MAX;
+        for kind in [EVENT_CONNECT, EVENT_ACCEPT, EVENT_CLOSE, EVENT_FAIL] {
             e.r#type = kind;
             // The first sight of each id walks the cgroup tree; the walk may allocate.
             for event in [&e, &vanished] {

@@ -22,11 +22,16 @@ pub struct Plan {
     /// object has (ACCEPT_HOOKS); programs not loaded with the chosen backend and features are skipped.
     pub attach_first: &'static [&'static str],
     pub attach_last: &'static [&'static str],
+    /// The owners map holds an entry per connection whatever the features (tracer); otherwise (accept) only
+    /// with stats on, from each handshake to its accept.
+    pub owners_always: bool,
 }
 
-/// accept.bpf.h's programs, in the order to attach them: the syscall exits (and io_uring completions)
-/// first, the kernel hook second, so that an accept returning between two attachments is still seen once.
+/// accept.bpf.h's programs, in the order to attach them: the syscall entries (stats), the syscall exits
+/// (and io_uring completions), then the kernel hook, so that an accept returning between two attachments is still seen once.
 const ACCEPT_HOOKS: &[&str] = &[
+    "tp_sys_enter_accept4",
+    "tp_sys_enter_accept",
     "tp_sys_exit_accept4",
     "tp_sys_exit_accept",
     "tp_io_uring_submit_sqe",
@@ -44,6 +49,8 @@ pub struct Features {
     pub failed: bool,
     /// How, when and with how many bytes connections end (tracer -L, and every tracer JSON close).
     pub lifespan: bool,
+    /// How good each connection was: handshake, accept queue, RTT and retransmits (-S, and all JSON).
+    pub stats: bool,
 }
 
 /// A generated skeleton builder, with typed access to the things only its own types know: the rodata
@@ -71,7 +78,7 @@ pub fn run<T: Tool, F: Format>(
     let uring = backend::uring_tracepoints();
     let mut slots = [const { MaybeUninit::uninit() }; 3];
     let (backend, (skel, _links)) = backend::load_first(run.backend, &mut slots, run.debug, |backend, slot| {
-        let programs = Programs { backend, features, uring };
+        let programs = Programs { backend, features, uring, owners_always: plan.owners_always };
         load::<T>(slot, &programs, &filters, &pinned, plan, run.ring_size)
     })?;
     if backend == Backend::Tracepoint {
@@ -90,6 +97,7 @@ struct Programs {
     backend: Backend,
     features: Features,
     uring: backend::UringTracepoints,
+    owners_always: bool,
 }
 
 fn load<'obj, T: Tool>(
@@ -124,7 +132,7 @@ fn load<'obj, T: Tool>(
 /// with tracepoints only, the io_uring ones the kernel has), and the programs of the features asked for.
 /// Returns whether a kernel hook loads, for the `kernel_hook` rodata.
 fn select_programs(programs: &Programs, object: &mut OpenObject) -> bool {
-    let Programs { backend, features, uring } = *programs;
+    let Programs { backend, features, uring, owners_always } = *programs;
     let tracepoints_only = backend == Backend::Tracepoint;
     for mut prog in object.progs_mut() {
         let load = match prog.name().to_str() {
@@ -134,6 +142,7 @@ fn select_programs(programs: &Programs, object: &mut OpenObject) -> bool {
             Some("tp_io_uring_submit_sqe") => tracepoints_only && uring.submit_needed && uring.submit,
             Some("tp_io_uring_task_add") => tracepoints_only && uring.submit_needed && uring.task_add,
             Some("tp_sys_enter_connect" | "tp_sys_exit_connect") => features.failed,
+            Some("tp_sys_enter_accept4" | "tp_sys_enter_accept" | "inet_sock_set_state_handshake") => features.stats,
             _ => continue,
         };
         prog.set_autoload(load);
@@ -143,6 +152,7 @@ fn select_programs(programs: &Programs, object: &mut OpenObject) -> bool {
         let unused = match map.name().to_str() {
             Some("connect_calls") => !features.failed,
             Some("uring_accepts") => !(tracepoints_only && uring.submit_needed),
+            Some("owners") => !(owners_always || features.stats),
             _ => continue,
         };
         if unused {

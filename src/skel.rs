@@ -34,8 +34,11 @@ macro_rules! tool {
     };
 }
 
-tool!(accept, AcceptSkelBuilder, OpenAcceptSkel, AcceptSkel, |_, _| {});
+tool!(accept, AcceptSkelBuilder, OpenAcceptSkel, AcceptSkel, |rodata, features| {
+    rodata.stats = features.stats;
+});
 tool!(tracer, TracerSkelBuilder, OpenTracerSkel, TracerSkel, |rodata, features| {
     rodata.report_failures = features.failed;
     rodata.lifespan = features.lifespan;
+    rodata.stats = features.stats;
 });

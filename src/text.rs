@@ -3,7 +3,7 @@ use std::io::{self, Write};
 
 use crate::cli::OutputArgs;
 use crate::columns::{ip, left, thousandths, uint, Row, StackText};
-use crate::event::Event;
+use crate::event::{Event, EVENT_ACCEPT, EVENT_CLOSE};
 use crate::format::{type_names, Clock, Format};
 use crate::identity::{CgroupCache, Identity, SHORT_ID};
 
@@ -91,10 +91,41 @@ impl TimeColumns {
     }
 }
 
-/// bcc tcpaccept: `[TIME ][TIME(s) ]PID COMM IP RADDR RPORT LADDR LPORT`.
+/// -S: how good each connection was. The tracer's three columns mean what each type's record carries:
+/// LAT_MS the handshake (C, F), the wait in the accept queue (A) or the smoothed RTT (X); RETRANS the SYNs
+/// (C, F) or segments (X) sent again; BACKLOG the listener's queue/limit at an accept (A). `accept` has only
+/// A lines, so it names its two for what they are: QUEUE_MS and BACKLOG.
+const LAT_WIDTH: usize = 10;
+const RETRANS_WIDTH: usize = 7;
+const BACKLOG_WIDTH: usize = 11;
+
+/// `len/max`, the listener's accept queue at an accept, or `-` when unknown.
+fn backlog_text(e: &Event) -> StackText<24> {
+    let mut text = StackText::new();
+    let _ = match e.backlog() {
+        Some((len, max)) => std::fmt::Write::write_fmt(&mut text, format_args!("{len}/{max}")),
+        None => std::fmt::Write::write_str(&mut text, "-"),
+    };
+    text
+}
+
+/// A count, or `-` when unknown.
+fn count_text(n: Option<u32>) -> StackText<20> {
+    match n {
+        Some(n) => uint(n.into()),
+        None => {
+            let mut text = StackText::new();
+            let _ = std::fmt::Write::write_str(&mut text, "-");
+            text
+        }
+    }
+}
+
+/// bcc tcpaccept: `[TIME ][TIME(s) ]PID COMM IP RADDR RPORT LADDR LPORT`, and -S's QUEUE_MS BACKLOG.
 pub struct AcceptText {
     times: TimeColumns,
     print_uid: bool,
+    stats: bool,
     container: ContainerColumn,
 }
 
@@ -103,6 +134,7 @@ impl AcceptText {
         AcceptText {
             times: TimeColumns::new(args, false),
             print_uid: args.print_uid,
+            stats: args.stats,
             container: ContainerColumn::new(args),
         }
     }
@@ -117,6 +149,9 @@ impl Format for AcceptText {
             "{:<7} {:<12} {:<2} {:<16} {:<5} {:<16} {:<5}",
             "PID", "COMM", "IP", "RADDR", "RPORT", "LADDR", "LPORT"
         )?;
+        if self.stats {
+            write!(w, " {:<LAT_WIDTH$} {:<BACKLOG_WIDTH$}", "QUEUE_MS", "BACKLOG")?;
+        }
         self.container.header(" ", w)?;
         writeln!(w)
     }
@@ -133,6 +168,12 @@ impl Format for AcceptText {
             .left(uint(e.dport.into()).as_str(), 5)
             .left(ip(e.local_addr(), false).as_str(), 16)
             .left(uint(e.sport.into()).as_str(), 5);
+        let row = match self.stats {
+            true => {
+                row.left(milliseconds(e.queue_ns()).as_str(), LAT_WIDTH).left(backlog_text(e).as_str(), BACKLOG_WIDTH)
+            }
+            false => row,
+        };
         self.container.cell(row, e.task.cgroup_id).end()
     }
 }
@@ -144,6 +185,7 @@ pub struct TracerText {
     times: TimeColumns,
     columns: TracerColumns,
     print_uid: bool,
+    stats: bool,
     container: ContainerColumn,
 }
 
@@ -167,6 +209,7 @@ impl TracerText {
             times: TimeColumns::new(args, columns.verbose),
             columns,
             print_uid: args.print_uid,
+            stats: args.stats,
             container: ContainerColumn::new(args),
         }
     }
@@ -181,6 +224,10 @@ impl TracerText {
         }
         if self.columns.lifespan {
             write!(w, "{lead}{:<END_WIDTH$} {:<MS_WIDTH$} {:<BYTES_WIDTH$} {:<BYTES_WIDTH$}", "END", "MS", "TX", "RX")?;
+            lead = " ";
+        }
+        if self.stats {
+            write!(w, "{lead}{:<LAT_WIDTH$} {:<RETRANS_WIDTH$} {:<BACKLOG_WIDTH$}", "LAT_MS", "RETRANS", "BACKLOG")?;
             lead = " ";
         }
         self.container.header(lead, w)
@@ -204,6 +251,18 @@ impl TracerText {
                     .left(uint(e.bytes_received).as_str(), BYTES_WIDTH),
                 None => row.left("-", END_WIDTH).left("-", MS_WIDTH).left("-", BYTES_WIDTH).left("-", BYTES_WIDTH),
             };
+        }
+        if self.stats {
+            let transfer = e.transfer();
+            let (latency_ns, retransmits) = match e.r#type {
+                EVENT_ACCEPT => (e.queue_ns(), None),
+                EVENT_CLOSE => (transfer.map(|t| u64::from(t.rtt_us) * 1000), transfer.map(|t| t.retransmits)),
+                _ => (e.handshake_ns(), e.syn_retransmits()),
+            };
+            row = row
+                .left(milliseconds(latency_ns).as_str(), LAT_WIDTH)
+                .left(count_text(retransmits).as_str(), RETRANS_WIDTH)
+                .left(backlog_text(e).as_str(), BACKLOG_WIDTH);
         }
         self.container.cell(row, e.task.cgroup_id)
     }

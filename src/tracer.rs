@@ -12,12 +12,13 @@ const PLAN: Plan = Plan {
     // State changes first: an accept reported before them would have no owner for its close.
     attach_first: &["inet_sock_set_state"],
     attach_last: &["tp_sys_exit_connect", "tp_sys_enter_connect"],
+    owners_always: true,
 };
 
 pub fn run(args: &TracerArgs) -> Result<()> {
     let json = args.output.json();
-    // JSON close records always say how the connection ended; text only with -L.
-    let features = Features { failed: args.failed, lifespan: args.lifespan || json };
+    // JSON records always say how the connection ended and how good it was; text only with -L and -S.
+    let features = Features { failed: args.failed, lifespan: args.lifespan || json, stats: args.output.stats || json };
     let columns = TracerColumns {
         verbose: args.verbose,
         netns: args.filter.netns.is_none(),

@@ -1,13 +1,55 @@
 // SPDX-License-Identifier: GPL-2.0
-/* tcpkit accept: one event per successful accept of a TCP connection, from the accepting task. */
-#include "filter.bpf.h"
+/*
+ * tcpkit accept: one event per successful accept of a TCP connection, from the accepting task. With stats on
+ * (-S, JSON), the completed handshake of each connection is remembered until its accept, for the queue wait.
+ */
+#include "conn.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_RECV 3
+#define TCP_CLOSE 7
+#define TCP_CLOSE_WAIT 8
+
 static __always_inline void accepted(const struct sock *sk, const struct sock_key *key,
-				     const struct task_info *task, __u8 hook, int btf)
+				     const struct task_info *task, __u8 hook, int btf, const struct backlog *queue)
 {
-	submit_sock_event(sk, key, task, TASK_CURRENT, EVENT_ACCEPT, hook, btf);
+	struct event *e = reserve_event();
+	__u64 established = 0;
+	__u64 id = (__u64)sk;
+
+	if (stats) {
+		struct owner *handshake = bpf_map_lookup_elem(&owners, &id);
+
+		if (handshake) {
+			established = handshake->start_ns;
+			bpf_map_delete_elem(&owners, &id);
+		}
+	}
+	if (!e)
+		return;
+	fill_sock_event(e, sk, key, task, TASK_CURRENT, EVENT_ACCEPT, hook, btf);
+	fill_accept(e, established, queue);
+	submit_event(e);
+}
+
+/*
+ * Stats only: a connection's handshake completes (remembered until its accept), or a connection that no
+ * one accepted ends (forgotten).
+ */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(inet_sock_set_state_handshake, const struct sock *sk, int old, int new)
+{
+	__u64 id = (__u64)sk;
+
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED)
+		handshake_done(sk);
+	else if ((old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT) && new == TCP_CLOSE) /* as a queue is dropped */
+		bpf_map_delete_elem(&owners, &id);
+	return 0;
 }
 
 #include "accept.bpf.h"

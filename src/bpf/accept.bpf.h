@@ -11,28 +11,62 @@
  * maxactive limit when many threads block in accept(). The kernel hook, in turn, is what sees io_uring
  * and in-kernel accepts, which make no accept syscall.
  *
+ * With stats on, the syscall-entry programs remember each accept() call's listener, and every accept reads
+ * the listener's queue; fexit has it as its first argument.
+ *
  * The object that includes this file defines, before including it,
  *   static __always_inline void accepted(const struct sock *sk, const struct sock_key *key,
- *                                        const struct task_info *task, __u8 hook, int btf);
+ *                                        const struct task_info *task, __u8 hook, int btf,
+ *                                        const struct backlog *queue);
  * called once per accept that passed every filter, in the accepting task; btf as in SK_READ.
  */
 #ifndef __ACCEPT_BPF_H
 #define __ACCEPT_BPF_H
 
-#include "filter.bpf.h"
+#include "conn.bpf.h"
 
 /* True when a kernel hook (fexit or kretprobe) is loaded beside the syscall-exit programs. */
 const volatile bool kernel_hook = false;
 
-/* Thread -> the sock its last accept returned, as seen by the kernel hook; LRU so nothing can pile up. */
+/* An accept() call of one thread, from its entry (stats) or its kernel hook to its exit. */
+struct accept_call {
+	__u64 listener; /* stats: the listening socket, from the syscall's entry */
+	__u64 seen;     /* the sock the kernel hook saw this call return */
+};
+
+/* Thread -> its accept() call in progress; LRU so nothing can pile up. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
-	__type(value, __u64);
-} seen_by_hook SEC(".maps");
+	__type(value, struct accept_call);
+} accept_calls SEC(".maps");
 
-static __always_inline void report_accept(const struct sock *sk, __u64 pid_tgid, __u8 hook, int btf)
+/* The listener's queue now, read the way `btf` says; it no longer counts the connection just taken. */
+static __always_inline void read_backlog(const struct sock *listener, int btf, struct backlog *queue)
+{
+	if (!stats || !listener)
+		return;
+	queue->len = SK_READ(btf, listener, sk_ack_backlog) + 1;
+	queue->max = SK_READ(btf, listener, sk_max_ack_backlog);
+	queue->known = true;
+}
+
+/* The listener of the current thread's accept() call (stats), read with plain loads where the kernel can cast. */
+static __always_inline void call_backlog(const struct accept_call *call, struct backlog *queue)
+{
+	const struct sock *listener = call ? (const struct sock *)call->listener : NULL;
+
+	if (!stats || !listener)
+		return;
+	if (can_cast())
+		read_backlog(bpf_core_cast(listener, struct sock), SK_CAST, queue);
+	else
+		read_backlog(listener, SK_PROBED, queue);
+}
+
+static __always_inline void report_accept(const struct sock *sk, __u64 pid_tgid, __u8 hook, int btf,
+					  const struct backlog *queue)
 {
 	struct sock_key key = {};
 	struct task_info task;
@@ -40,21 +74,33 @@ static __always_inline void report_accept(const struct sock *sk, __u64 pid_tgid,
 	if (!read_sock_key(sk, &key, btf) || !sock_wanted(&key))
 		return;
 	current_task_info(&task, pid_tgid);
-	accepted(sk, &key, &task, hook, btf);
+	accepted(sk, &key, &task, hook, btf, queue);
 }
 
-static __always_inline int on_kernel_accept(struct sock *newsk, __u8 hook, int btf)
+/* listener: fexit's first argument, or NULL (kretprobe) for the one the syscall's entry remembered. */
+static __always_inline int on_kernel_accept(struct sock *newsk, const struct sock *listener, __u8 hook, int btf)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct accept_call fresh = { .seen = (__u64)newsk };
+	struct backlog queue = {};
 	__u32 tid = (__u32)pid_tgid;
-	__u64 sk = (__u64)newsk;
+	struct accept_call *call;
 
 	if (!newsk)
 		return 0;
 	/* Remember even filtered accepts: the syscall-exit program must not report them either. */
-	bpf_map_update_elem(&seen_by_hook, &tid, &sk, BPF_ANY);
-	if (task_wanted(pid_tgid))
-		report_accept(newsk, pid_tgid, hook, btf);
+	call = stats ? bpf_map_lookup_elem(&accept_calls, &tid) : NULL;
+	if (call)
+		call->seen = (__u64)newsk;
+	else
+		bpf_map_update_elem(&accept_calls, &tid, &fresh, BPF_ANY);
+	if (!task_wanted(pid_tgid))
+		return 0;
+	if (listener)
+		read_backlog(listener, btf, &queue);
+	else
+		call_backlog(call, &queue);
+	report_accept(newsk, pid_tgid, hook, btf, &queue);
 	return 0;
 }
 
@@ -77,13 +123,13 @@ int fexit_inet_csk_accept(unsigned long long *ctx)
 		asm volatile("%0 = *(u64 *)(%1 + 16)" : "=r"(newsk) : "r"(ctx)); /* ctx[2] */
 	else
 		asm volatile("%0 = *(u64 *)(%1 + 32)" : "=r"(newsk) : "r"(ctx)); /* ctx[4] */
-	return on_kernel_accept(newsk, HOOK_FENTRY, true);
+	return on_kernel_accept(newsk, (const struct sock *)ctx[0], HOOK_FENTRY, SK_BTF);
 }
 
 SEC("kretprobe/inet_csk_accept")
 int BPF_KRETPROBE(kretprobe_inet_csk_accept, struct sock *newsk)
 {
-	return on_kernel_accept(newsk, HOOK_KPROBE, false);
+	return on_kernel_accept(newsk, NULL, HOOK_KPROBE, SK_PROBED);
 }
 
 /* The current task's open files, and how many slots the array has. */
@@ -142,37 +188,68 @@ static __always_inline struct sock *sock_of_fd(long fd)
 }
 
 /* An accept found through an fd: its sock read with plain loads where the kernel can cast it (6.2+). */
-static __always_inline void report_fd_accept(struct sock *sk, __u64 pid_tgid)
+static __always_inline void report_fd_accept(struct sock *sk, __u64 pid_tgid, const struct backlog *queue)
 {
 	if (can_cast())
-		report_accept(bpf_core_cast(sk, struct sock), pid_tgid, HOOK_TRACEPOINT, SK_CAST);
+		report_accept(bpf_core_cast(sk, struct sock), pid_tgid, HOOK_TRACEPOINT, SK_CAST, queue);
 	else
-		report_accept(sk, pid_tgid, HOOK_TRACEPOINT, SK_PROBED);
+		report_accept(sk, pid_tgid, HOOK_TRACEPOINT, SK_PROBED, queue);
+}
+
+/* Stats on: an accept() call begins; its listener is remembered for the queue its accept will find. */
+static __always_inline int on_accept_enter(struct syscall_enter_ctx *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct accept_call call = {};
+	__u32 tid = (__u32)pid_tgid;
+
+	if (!task_wanted(pid_tgid))
+		return 0;
+	call.listener = (__u64)sock_of_fd(ctx->args[0]);
+	if (call.listener)
+		bpf_map_update_elem(&accept_calls, &tid, &call, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept4")
+int tp_sys_enter_accept4(struct syscall_enter_ctx *ctx)
+{
+	return on_accept_enter(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept")
+int tp_sys_enter_accept(struct syscall_enter_ctx *ctx)
+{
+	return on_accept_enter(ctx);
 }
 
 static __always_inline int on_accept_exit(struct syscall_exit_ctx *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct accept_call *call = NULL;
+	struct backlog queue = {};
 	__u32 tid = (__u32)pid_tgid;
+	bool reported = false;
 	struct sock *sk;
 
-	if (ctx->ret < 0)
+	if (ctx->ret < 0) {
+		if (stats)
+			bpf_map_delete_elem(&accept_calls, &tid);
 		return 0;
+	}
 	if (!kernel_hook && !task_wanted(pid_tgid))
 		return 0;
 	sk = sock_of_fd(ctx->ret);
-	if (!sk)
-		return 0;
-	if (kernel_hook) {
-		__u64 *seen = bpf_map_lookup_elem(&seen_by_hook, &tid);
-		bool reported = seen && *seen == (__u64)sk;
-
-		if (seen)
-			bpf_map_delete_elem(&seen_by_hook, &tid);
-		if (reported || !task_wanted(pid_tgid))
-			return 0;
+	if (kernel_hook || stats)
+		call = bpf_map_lookup_elem(&accept_calls, &tid);
+	if (call) {
+		reported = call->seen && call->seen == (__u64)sk;
+		call_backlog(call, &queue);
+		bpf_map_delete_elem(&accept_calls, &tid);
 	}
-	report_fd_accept(sk, pid_tgid);
+	if (!sk || reported || !task_wanted(pid_tgid))
+		return 0;
+	report_fd_accept(sk, pid_tgid, &queue);
 	return 0;
 }
 
@@ -272,7 +349,7 @@ int tp_io_uring_complete(struct trace_event_raw_io_uring_complete *ctx)
 		return 0;
 	sk = sock_of_fd(res);
 	if (sk)
-		report_fd_accept(sk, pid_tgid);
+		report_fd_accept(sk, pid_tgid, NULL);
 	return 0;
 }
 

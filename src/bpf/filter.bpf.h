@@ -48,6 +48,9 @@ const volatile __u64 targ_ports[PORT_BITMAP_WORDS] = {};
  */
 const volatile __u64 wakeup_bytes = 0;
 
+/* -S and JSON: records carry how good each connection was (struct conn_stats, conn.bpf.h). */
+const volatile bool stats = false;
+
 /* Events that found the ring buffer full; read by user space from .bss. */
 __u64 lost_events = 0;
 
@@ -323,6 +326,10 @@ static __always_inline void fill_sock_event(struct event *e, const struct sock *
 	e->duration_ns = DURATION_UNKNOWN;
 	e->bytes_sent = 0;
 	e->bytes_received = 0;
+	if (stats)
+		__builtin_memset(&e->stats, 0, sizeof(e->stats));
+	else
+		e->stats.present = 0; /* user space reads no other stats field then */
 	if (key->family == AF_INET) {
 		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 		__builtin_memset(e->daddr, 0, sizeof(e->daddr));

@@ -39,6 +39,38 @@ enum task_source {
 	TASK_UNKNOWN = 3, /* X of a connection made before tcpkit started and ended by the network */
 };
 
+/* Which conn_stats fields the kernel filled; the others are unknown (JSON null). */
+enum stat_bits {
+	STAT_HANDSHAKE = 1 << 0,      /* handshake_ns, syn_retransmits */
+	STAT_QUEUE = 1 << 1,          /* queue_ns */
+	STAT_BACKLOG = 1 << 2,        /* backlog, backlog_max */
+	STAT_TRANSFER = 1 << 3,       /* rtt_us, rtt_var_us, min_rtt_us, retransmits, segs_out, segs_in */
+	STAT_RETRANS_BYTES = 1 << 4,  /* retransmitted_bytes (tcp_sock.bytes_retrans, 4.19+) */
+	STAT_RTO = 1 << 5,            /* rto_count (tcp_sock.total_rto, 6.7+) */
+};
+
+/*
+ * How good a connection was (-S, and JSON): read only when asked. C and F carry the handshake, A the
+ * accept queue, X the transfer counters, read when the socket reaches CLOSE.
+ */
+struct conn_stats {
+	__u64 handshake_ns;        /* connect() to ESTABLISHED, or to the failure */
+	__u64 queue_ns;            /* the completed handshake to the accept() that took it */
+	__u64 retransmitted_bytes;
+	__u32 syn_retransmits;
+	__u32 backlog;             /* the listener's accept queue at that accept, this connection included */
+	__u32 backlog_max;
+	__u32 rtt_us;              /* smoothed RTT (srtt_us >> 3), as ss and TCP_INFO show it */
+	__u32 rtt_var_us;          /* mdev_us >> 2 */
+	__u32 min_rtt_us;
+	__u32 retransmits;         /* segments sent again over the connection's life (total_retrans) */
+	__u32 rto_count;           /* retransmission timeouts */
+	__u32 segs_out;
+	__u32 segs_in;
+	__u32 present;             /* enum stat_bits */
+	__u32 unused;
+};
+
 /* A task as filters and events see it; also the value of the tracer's socket -> owner map. */
 struct task_info {
 	__u64 cgroup_id;      /* cgroup v2 id */
@@ -66,6 +98,7 @@ struct event {
 	__u64 duration_ns;    /* close events with lifespan on; DURATION_UNKNOWN */
 	__u64 bytes_sent;     /* close events with lifespan on: bytes the peer acknowledged */
 	__u64 bytes_received; /* close events with lifespan on: bytes that arrived in order */
+	struct conn_stats stats;
 };
 
 #endif /* __TCPKIT_H */

@@ -25,7 +25,7 @@
  * sk_err), how long it lived (the owner's start: connect(), or the completed handshake of an accepted
  * connection) and the bytes it carried (the kernel's own per-socket counters).
  */
-#include "filter.bpf.h"
+#include "conn.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -33,35 +33,20 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
 #define TCP_FIN_WAIT1 4
+#define TCP_FIN_WAIT2 5
 #define TCP_CLOSE 7
 #define TCP_CLOSE_WAIT 8
 #define TCP_LAST_ACK 9
+#define TCP_CLOSING 11
 
 const volatile bool report_failures = false; /* --failed */
 const volatile bool lifespan = false;        /* -L or JSON: how, when and with how many bytes X ended */
 
-/* What tcpkit knows of a connection it saw begin: the value of the owners map. */
-struct owner {
-	struct task_info task;
-	__u64 start_ns;     /* connect(), or the completed handshake of an accepted connection; 0: not seen */
-	__u64 acked_base;   /* bytes_acked once established: the SYN that a connecting end's count includes */
-	__u64 ended_ns;     /* when it ended, if it ended before any process accepted it */
-	bool has_task;      /* false: a handshake seen (lifespan) that no wanted task has accepted yet */
-	__u8 ended_from;    /* the state it ended from, if it ended before its accept; 0 otherwise */
-};
-
-/*
- * Socket -> what is known of its connection, for connections that pass the task filters. An entry lives
- * from connect()/accept() (with lifespan on: from the completed handshake) to the change to CLOSE, or, for
- * a connection reset while it waited to be accepted, to its accept; LRU, so sockets that vanish without
- * either (and a server with more open connections than entries) cost old entries, never new events.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, struct owner);
-} owners SEC(".maps");
+/* Whether what happens from a connection's start on is remembered: its lifespan or its stats need it. */
+static __always_inline bool track_start(void)
+{
+	return lifespan || stats;
+}
 
 /*
  * A connect() call in progress on a TCP socket (--failed): where it asked to go, and what became of it. The
@@ -116,7 +101,7 @@ static __always_inline void connect_started(const struct sock *sk)
 	if (!task_wanted(pid_tgid) || !is_plain_tcp(sk))
 		return;
 	current_task_info(&owner.task, pid_tgid);
-	if (lifespan)
+	if (track_start())
 		owner.start_ns = bpf_ktime_get_ns();
 	bpf_map_update_elem(&owners, &id, &owner, BPF_ANY);
 	if (report_failures) {
@@ -141,6 +126,7 @@ static __always_inline void connect_established(const struct sock *sk)
 	__u64 id = (__u64)sk;
 	struct owner *owner = bpf_map_lookup_elem(&owners, &id);
 	struct sock_key key = {};
+	struct event *e;
 
 	if (!owner || !owner->has_task) /* filtered out, or connect() began before tcpkit started */
 		return;
@@ -148,19 +134,12 @@ static __always_inline void connect_established(const struct sock *sk)
 		owner->acked_base = bytes_acked(sk);
 	if (!read_sock_key(sk, &key, true) || !sock_wanted(&key))
 		return;
-	submit_sock_event(sk, &key, &owner->task, TASK_OWNER, EVENT_CONNECT, HOOK_TRACEPOINT, true);
-}
-
-/* SYN_RECV -> ESTABLISHED (lifespan): an accepted connection's life starts here, before accept(). */
-static __always_inline void handshake_done(const struct sock *sk)
-{
-	struct owner owner = { .start_ns = bpf_ktime_get_ns() };
-	struct sock_key key = {};
-	__u64 id = (__u64)sk;
-
-	if (!read_sock_key(sk, &key, true) || !sock_wanted(&key))
+	e = reserve_event();
+	if (!e)
 		return;
-	bpf_map_update_elem(&owners, &id, &owner, BPF_NOEXIST);
+	fill_sock_event(e, sk, &key, &owner->task, TASK_OWNER, EVENT_CONNECT, HOOK_TRACEPOINT, SK_BTF);
+	fill_handshake(e, sk, SK_BTF, owner);
+	submit_event(e);
 }
 
 /*
@@ -196,10 +175,11 @@ static __always_inline void connect_failed(const struct sock *sk)
 	if (!e)
 		return;
 	if (owner && owner->has_task)
-		fill_sock_event(e, sk, &key, &owner->task, TASK_OWNER, EVENT_FAIL, HOOK_TRACEPOINT, true);
+		fill_sock_event(e, sk, &key, &owner->task, TASK_OWNER, EVENT_FAIL, HOOK_TRACEPOINT, SK_BTF);
 	else
-		fill_sock_event(e, sk, &key, &unknown, TASK_UNKNOWN, EVENT_FAIL, HOOK_TRACEPOINT, true);
+		fill_sock_event(e, sk, &key, &unknown, TASK_UNKNOWN, EVENT_FAIL, HOOK_TRACEPOINT, SK_BTF);
 	e->error = err;
+	fill_handshake(e, sk, SK_BTF, owner);
 	submit_event(e);
 }
 
@@ -227,25 +207,44 @@ static __always_inline __u8 end_kind(int new, int err)
 	}
 }
 
-/*
- * The lifespan fields of a close event: the connection ended at ended_ns, from state old to new; sk read
- * the way `btf` says. The peer's FIN counts one in bytes_received, as the SYN does in a connecting end's
- * bytes_acked: neither is data.
- */
-static __always_inline void fill_lifespan(struct event *e, const struct sock *sk, int btf,
-					  const struct owner *owner, int old, int new, __u64 ended_ns)
+/* Whether the peer's FIN has arrived: tcp_fin() sets SOCK_DONE, and rcv_nxt counted the FIN like a byte. */
+static __always_inline bool peer_fin_arrived(const struct sock *sk, int btf)
+{
+	unsigned long flags = SK_READ(btf, sk, __sk_common.skc_flags);
+
+	return flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE));
+}
+
+/* Whether this end's FIN went out and was acknowledged: snd_una reached write_seq, the FIN's end. */
+static __always_inline bool own_fin_acked(const struct sock *sk, int btf, int old)
 {
 	const struct tcp_sock *tp = tcp_of(sk, btf);
-	const struct tcp_sock *probed = (const struct tcp_sock *)sk;
-	__u64 received = tp ? tp->bytes_received : BPF_CORE_READ(probed, bytes_received);
-	__u64 acked = tp ? tp->bytes_acked : BPF_CORE_READ(probed, bytes_acked);
 
-	e->end = end_kind(new, SK_READ(btf, sk, sk_err));
+	if (old != TCP_FIN_WAIT1 && old != TCP_FIN_WAIT2 && old != TCP_CLOSING && old != TCP_LAST_ACK)
+		return false;
+	return TCP_READ(tp, sk, snd_una) == TCP_READ(tp, sk, write_seq);
+}
+
+/*
+ * The lifespan fields of a close event that ended as `end` at ended_ns, out of state `old`; sk read the
+ * way `btf` says. A FIN counts one in bytes_received and (acknowledged) in bytes_acked, as the SYN does in
+ * a connecting end's bytes_acked: none of them is data.
+ */
+static __always_inline void fill_lifespan(struct event *e, const struct sock *sk, int btf,
+					  const struct owner *owner, __u8 end, int old, __u64 ended_ns)
+{
+	const struct tcp_sock *tp = tcp_of(sk, btf);
+	__u64 received = TCP_READ(tp, sk, bytes_received);
+	__u64 acked = TCP_READ(tp, sk, bytes_acked);
+
+	e->end = end;
 	if (owner && owner->start_ns)
 		e->duration_ns = ended_ns - owner->start_ns;
 	if (owner && acked >= owner->acked_base)
 		acked -= owner->acked_base;
-	if (old == TCP_CLOSE_WAIT && received)
+	if (acked && own_fin_acked(sk, btf, old))
+		acked--;
+	if (received && peer_fin_arrived(sk, btf))
 		received--;
 	e->bytes_sent = acked;
 	e->bytes_received = received;
@@ -265,7 +264,9 @@ static __always_inline void ended_before_accept(const struct sock *sk, const str
 		return;
 	fill_sock_event(e, sk, key, task, TASK_OWNER, EVENT_CLOSE, hook, btf);
 	if (lifespan)
-		fill_lifespan(e, sk, btf, before, before->ended_from, TCP_CLOSE, before->ended_ns);
+		fill_lifespan(e, sk, btf, before, end_kind(TCP_CLOSE, SK_READ(btf, sk, sk_err)), before->ended_from,
+			      before->ended_ns);
+	fill_transfer(e, sk, btf);
 	submit_event(e);
 }
 
@@ -290,6 +291,52 @@ static __always_inline bool keep_end_for_accept(const struct sock *sk, struct ow
 	return bpf_map_update_elem(&owners, &id, &ended, BPF_ANY) == 0;
 }
 
+/*
+ * Stats on: a close() or shutdown() sends a FIN, and the connection goes on until the peer has acknowledged
+ * it, retransmitting what is still in flight (a server that closes with its response unacknowledged does so
+ * on every response). Its X waits for CLOSE (connection_closed), so that its counters are the connection's
+ * last; the entry keeps what the close knew: the task to name, and how it ended.
+ */
+static __always_inline void close_waits_for_end(const struct sock *sk, struct owner *owner,
+						const struct task_info *who, __u8 source, __u8 end)
+{
+	struct owner closed = { .closed_end = end, .closed_source = source };
+	__u64 id = (__u64)sk;
+
+	if (owner) {
+		if (who != &owner->task)
+			owner->task = *who;
+		owner->closed_end = end;
+		owner->closed_source = source;
+		return;
+	}
+	closed.task = *who;
+	bpf_map_update_elem(&owners, &id, &closed, BPF_ANY);
+}
+
+/* Stats on: a connection closed earlier (close_waits_for_end) reaches CLOSE, out of `old`: its X, now. */
+static __always_inline void connection_closed(const struct sock *sk, int old)
+{
+	struct owner *owner;
+	struct sock_key key = {};
+	__u64 id = (__u64)sk;
+	struct event *e;
+
+	owner = bpf_map_lookup_elem(&owners, &id);
+	if (!owner || !owner->closed_source)
+		return;
+	if (!read_sock_key(sk, &key, true) || !sock_wanted(&key))
+		return;
+	e = reserve_event();
+	if (!e)
+		return;
+	fill_sock_event(e, sk, &key, &owner->task, owner->closed_source, EVENT_CLOSE, HOOK_TRACEPOINT, SK_BTF);
+	if (lifespan)
+		fill_lifespan(e, sk, SK_BTF, owner, owner->closed_end, old, e->ts_ns);
+	fill_transfer(e, sk, SK_BTF);
+	submit_event(e);
+}
+
 /* Out of ESTABLISHED or CLOSE_WAIT for good: the connection ends. True when its entry is to be kept. */
 static __always_inline bool connection_ended(const struct sock *sk, int old, int new)
 {
@@ -303,7 +350,7 @@ static __always_inline bool connection_ended(const struct sock *sk, int old, int
 
 	if (!read_sock_key(sk, &key, true) || !sock_wanted(&key))
 		return false;
-	if (lifespan || !held_by_a_task(sk))
+	if (track_start() || !held_by_a_task(sk))
 		owner = bpf_map_lookup_elem(&owners, &id);
 	if (held_by_a_task(sk)) {
 		__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -338,12 +385,17 @@ static __always_inline bool connection_ended(const struct sock *sk, int old, int
 		who = &task;
 		source = TASK_UNKNOWN;
 	}
+	if (stats && new != TCP_CLOSE) {
+		close_waits_for_end(sk, owner, who, source, end_kind(new, sk->sk_err));
+		return false;
+	}
 	e = reserve_event();
 	if (!e)
 		return false;
-	fill_sock_event(e, sk, &key, who, source, EVENT_CLOSE, HOOK_TRACEPOINT, true);
+	fill_sock_event(e, sk, &key, who, source, EVENT_CLOSE, HOOK_TRACEPOINT, SK_BTF);
 	if (lifespan)
-		fill_lifespan(e, sk, SK_BTF, owner, old, new, e->ts_ns);
+		fill_lifespan(e, sk, SK_BTF, owner, end_kind(new, sk->sk_err), old, e->ts_ns);
+	fill_transfer(e, sk, SK_BTF);
 	submit_event(e);
 	return false;
 }
@@ -357,19 +409,24 @@ static __always_inline bool connection_ended(const struct sock *sk, int old, int
  * this accept's entry, reported itself and deleted it). Its lifespan then ends now, from ESTABLISHED.
  */
 static __always_inline void accepted(const struct sock *sk, const struct sock_key *key,
-				     const struct task_info *task, __u8 hook, int btf)
+				     const struct task_info *task, __u8 hook, int btf, const struct backlog *queue)
 {
 	struct owner owner = { .task = *task, .has_task = true };
 	struct owner meanwhile = { .ended_from = TCP_ESTABLISHED };
 	bool closed = SK_READ(btf, sk, __sk_common.skc_state) == TCP_CLOSE;
 	const struct owner *ended = NULL;
 	struct owner *before = NULL;
+	__u64 established = 0;
 	__u64 id = (__u64)sk;
+	struct event *e;
 
-	if (lifespan || closed)
+	if (track_start() || closed)
 		before = bpf_map_lookup_elem(&owners, &id);
-	if (before)
+	if (before) {
 		owner.start_ns = before->start_ns;
+		if (!before->has_task) /* the handshake's entry (handshake_done) */
+			established = before->start_ns;
+	}
 	if (closed) {
 		if (before && before->ended_from)
 			ended = before;
@@ -383,7 +440,12 @@ static __always_inline void accepted(const struct sock *sk, const struct sock_ke
 			closed = true;
 		}
 	}
-	submit_sock_event(sk, key, task, TASK_CURRENT, EVENT_ACCEPT, hook, btf);
+	e = reserve_event();
+	if (e) {
+		fill_sock_event(e, sk, key, task, TASK_CURRENT, EVENT_ACCEPT, hook, btf);
+		fill_accept(e, established, queue);
+		submit_event(e);
+	}
 	if (ended)
 		ended_before_accept(sk, key, task, ended, hook, btf);
 	if (closed && (before || ended))
@@ -415,10 +477,14 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, int old, int new)
 		if (report_failures)
 			connect_failed(sk);
 	} else if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED) {
-		if (lifespan)
+		if (track_start())
 			handshake_done(sk);
-	} else if ((old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT) && new != TCP_CLOSE_WAIT)
+	} else if ((old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT) && new != TCP_CLOSE_WAIT) {
 		keep = connection_ended(sk, old, new);
+	} else if (stats && new == TCP_CLOSE &&
+		   (old == TCP_FIN_WAIT1 || old == TCP_FIN_WAIT2 || old == TCP_CLOSING || old == TCP_LAST_ACK)) {
+		connection_closed(sk, old);
+	}
 	if (new == TCP_CLOSE && !keep)
 		bpf_map_delete_elem(&owners, &id);
 	return 0;

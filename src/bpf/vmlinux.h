@@ -115,6 +115,7 @@ struct sock_common {
 	};
 	unsigned short skc_family;
 	volatile unsigned char skc_state;
+	unsigned long skc_flags; /* enum sock_flags bits */
 	possible_net_t skc_net;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
@@ -129,6 +130,8 @@ typedef struct {
 
 struct sock {
 	struct sock_common __sk_common;
+	__u32 sk_ack_backlog;     /* a listener's accept queue: connections waiting */
+	__u32 sk_max_ack_backlog; /* and its limit, from listen() and somaxconn */
 	socket_lock_t sk_lock;
 	int sk_err;           /* set by the kernel just before a reset or a timeout closes the socket */
 	__u16 sk_type;
@@ -141,11 +144,40 @@ struct inet_sock {
 	__be16 inet_sport;
 };
 
-/* MPTCP subflows are TCP sockets underneath an MPTCP one; is_mptcp exists only with CONFIG_MPTCP. */
+/* Only SOCK_DONE is read: tcp_fin() sets it when the peer's FIN arrives. */
+enum sock_flags {
+	SOCK_DEAD,
+	SOCK_DONE,
+};
+
+struct minmax_sample {
+	__u32 t;
+	__u32 v;
+};
+
+/* A windowed minimum (lib/win_minmax.c): s[0] holds the current one. */
+struct minmax {
+	struct minmax_sample s[3];
+};
+
+/*
+ * MPTCP subflows are TCP sockets underneath an MPTCP one; is_mptcp exists only with CONFIG_MPTCP. The
+ * counters are those TCP_INFO and ss report (tcp_get_info), with the kernel's widths.
+ */
 struct tcp_sock {
 	bool is_mptcp;
 	__u64 bytes_acked;    /* RFC 4898 tcpEStatsAppHCThruOctetsAcked: every advance of snd_una */
 	__u64 bytes_received; /* RFC 4898 tcpEStatsAppHCThruOctetsReceived: every advance of rcv_nxt */
+	__u32 snd_una;
+	__u32 write_seq;      /* the next sequence number to queue: snd_una reaches it when all, FIN too, is acked */
+	__u32 srtt_us;        /* smoothed RTT << 3 */
+	__u32 mdev_us;        /* RTT deviation << 2 */
+	struct minmax rtt_min;
+	__u32 total_retrans;  /* segments retransmitted, SYNs included */
+	__u64 bytes_retrans;  /* 4.19+ */
+	__u32 segs_in;
+	__u32 segs_out;
+	__u16 total_rto;      /* 6.7+: retransmission timeouts */
 };
 
 struct file;
