@@ -102,10 +102,9 @@ fn bpf_watchers(options: &Options) -> Vec<Watcher> {
     if options.bpf_runs == 0 {
         return Vec::new();
     }
-    let mut watchers: Vec<Watcher> = [Sub::Accept, Sub::Tracer, Sub::TracerFailedLifespan, Sub::TracerJson]
-        .into_iter()
-        .map(|sub| Watcher::Tcpkit { sub, ring: None })
-        .collect();
+    let subs =
+        [Sub::Accept, Sub::AcceptStats, Sub::Tracer, Sub::TracerFailedLifespan, Sub::TracerStats, Sub::TracerJson];
+    let mut watchers: Vec<Watcher> = subs.into_iter().map(|sub| Watcher::Tcpkit { sub, ring: None }).collect();
     if options.baseline.is_some() {
         watchers.extend([Watcher::Baseline(Sub::Accept), Watcher::Baseline(Sub::Tracer)]);
     }

@@ -91,7 +91,9 @@ pub(crate) fn compare(bench: &mut Bench, options: &Options) -> io::Result<Compar
         Watcher::Tcpkit { sub: Sub::Tracer, ring: None },
         Watcher::Tcpkit { sub: Sub::TracerFailedLifespan, ring: None },
         Watcher::Tcpkit { sub: Sub::TracerContainer, ring: None },
+        Watcher::Tcpkit { sub: Sub::TracerStats, ring: None },
         Watcher::Tcpkit { sub: Sub::TracerJson, ring: None },
+        Watcher::Tcpkit { sub: Sub::AcceptStats, ring: None },
     ];
     if bench.baseline.is_some() {
         watchers.extend([Watcher::Baseline(Sub::Accept), Watcher::Baseline(Sub::Tracer)]);

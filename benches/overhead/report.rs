@@ -325,20 +325,29 @@ impl Report<'_> {
 
     fn tcpkit_rows(&self) -> Vec<(Sub, Summary)> {
         let rows = &self.comparison.rows;
-        [Sub::Accept, Sub::Tracer, Sub::TracerFailedLifespan, Sub::TracerContainer, Sub::TracerJson]
-            .into_iter()
-            .filter_map(|sub| {
-                let label = Watcher::Tcpkit { sub, ring: None }.label();
-                rows.iter().find(|(l, _)| *l == label).map(|(_, pairs)| (sub, summarize(pairs)))
-            })
-            .collect()
+        [
+            Sub::Accept,
+            Sub::AcceptStats,
+            Sub::Tracer,
+            Sub::TracerFailedLifespan,
+            Sub::TracerContainer,
+            Sub::TracerStats,
+            Sub::TracerJson,
+        ]
+        .into_iter()
+        .filter_map(|sub| {
+            let label = Watcher::Tcpkit { sub, ring: None }.label();
+            rows.iter().find(|(l, _)| *l == label).map(|(_, pairs)| (sub, summarize(pairs)))
+        })
+        .collect()
     }
 
     fn targets(&self) -> Vec<Target> {
         let rows = self.tcpkit_rows();
         let mut targets = Vec::new();
         for (sub, s) in &rows {
-            let goal = if *sub == Sub::Accept { ACCEPT_RATIO_TARGET } else { TRACER_RATIO_TARGET };
+            let goal =
+                if matches!(sub, Sub::Accept | Sub::AcceptStats) { ACCEPT_RATIO_TARGET } else { TRACER_RATIO_TARGET };
             targets.push(Target {
                 name: format!("{} traced/untraced >= {goal:.2}", sub.name()),
                 measured: format!("{:.3}", s.ratio),

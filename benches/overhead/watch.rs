@@ -54,6 +54,12 @@ pub(crate) enum Sub {
     TracerFailedLifespan,
     /// `tcpkit tracer -C`: every event's cgroup id named through the identity cache (issue 13's cost).
     TracerContainer,
+    /// `tcpkit tracer -S`: every record with how good its connection was, closes at the connection's end
+    /// (issue 24's cost).
+    TracerStats,
+    /// `tcpkit accept -S`: accepts with their queue wait (a handshake program) and backlog (the accept
+    /// syscall's entry).
+    AcceptStats,
     /// `tcpkit tracer -o json`, as the DaemonSet runs it: identity, lifespan and JSON on every event.
     /// --debug, because JSON has no header: its "using the ... backend" line says when it is attached.
     TracerJson,
@@ -68,6 +74,8 @@ impl Sub {
             Sub::Tracer => "tracer",
             Sub::TracerFailedLifespan => "tracer --failed -L",
             Sub::TracerContainer => "tracer -C",
+            Sub::TracerStats => "tracer -S",
+            Sub::AcceptStats => "accept -S",
             Sub::TracerJson => "tracer -o json --debug",
             Sub::TracerSoak => "tracer --failed -L -o json --debug",
         }
@@ -81,8 +89,8 @@ impl Sub {
     /// Lines before the first event: accept prints a header, tracer a banner and a header.
     pub(crate) fn header_lines(self) -> u64 {
         match self {
-            Sub::Accept => 1,
-            Sub::Tracer | Sub::TracerFailedLifespan | Sub::TracerContainer => 2,
+            Sub::Accept | Sub::AcceptStats => 1,
+            Sub::Tracer | Sub::TracerFailedLifespan | Sub::TracerContainer | Sub::TracerStats => 2,
             Sub::TracerJson | Sub::TracerSoak => 0,
         }
     }
@@ -92,10 +100,13 @@ impl Sub {
     /// from a full queue has no server end, hence connects and accepts counted apart).
     pub(crate) fn expected_events(self, load: &LoadResult) -> u64 {
         match self {
-            Sub::Accept => load.accepted,
-            Sub::Tracer | Sub::TracerFailedLifespan | Sub::TracerContainer | Sub::TracerJson | Sub::TracerSoak => {
-                2 * load.connected + 2 * load.accepted
-            }
+            Sub::Accept | Sub::AcceptStats => load.accepted,
+            Sub::Tracer
+            | Sub::TracerFailedLifespan
+            | Sub::TracerContainer
+            | Sub::TracerStats
+            | Sub::TracerJson
+            | Sub::TracerSoak => 2 * load.connected + 2 * load.accepted,
         }
     }
 }

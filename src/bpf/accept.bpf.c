@@ -15,9 +15,9 @@ char LICENSE[] SEC("license") = "GPL";
 static __always_inline void accepted(const struct sock *sk, const struct sock_key *key,
 				     const struct task_info *task, __u8 hook, int btf, const struct backlog *queue)
 {
-	struct event *e = reserve_event();
 	__u64 established = 0;
 	__u64 id = (__u64)sk;
+	struct event *e;
 
 	if (stats) {
 		struct owner *handshake = bpf_map_lookup_elem(&owners, &id);
@@ -27,6 +27,8 @@ static __always_inline void accepted(const struct sock *sk, const struct sock_ke
 			bpf_map_delete_elem(&owners, &id);
 		}
 	}
+	/* Reserved last and tested at once: 6.1's verifier loses a reservation's null check across branches. */
+	e = reserve_event();
 	if (!e)
 		return;
 	fill_sock_event(e, sk, key, task, TASK_CURRENT, EVENT_ACCEPT, hook, btf);

@@ -1,7 +1,8 @@
 //! tcpkit-peer: the other end of tcpkit's integration tests, run as its own process so that the PID it
 //! reports differs from the test's. It says what it did on stdout, one `key value` line at a time:
 //! `pid P`, `port P`, `mntns I`, `netns I`, `ready`, then `accepted LPORT RPORT` or `connected LPORT RPORT`
-//! per connection (`failed LPORT ERRNO-NAME` for a connect allowed to fail, `abandoned LPORT`), and `done`.
+//! per connection (`failed LPORT ERRNO-NAME` for a connect allowed to fail, `abandoned LPORT`), and `done`
+//! (after `retranssegs N` with --retranssegs).
 //! Every mode is bounded by --count and ends by itself (or, with --hold or --end hold, when the test closes
 //! its stdin).
 mod uring;
@@ -40,6 +41,9 @@ struct Cli {
     /// Stay alive after `done` until stdin closes
     #[arg(long)]
     hold: bool,
+    /// Before `done`, report the network namespace's count of retransmitted segments (RetransSegs)
+    #[arg(long)]
+    retranssegs: bool,
     /// Set a sysctl (in the peer's network namespace, after the moves), e.g. net/ipv4/tcp_syncookies=0
     #[arg(long, value_name = "KEY=VALUE")]
     sysctl: Vec<String>,
@@ -106,6 +110,19 @@ enum Mode {
     Silent {
         #[arg(long, default_value_t = 1000)]
         user_timeout_ms: u32,
+    },
+    /// In a network namespace of its own: a connection to itself whose segments are lost while lo is down
+    /// (--down-ms): the connecting end writes --send bytes into it, so that they are retransmitted. Reports
+    /// `tcpinfo LPORT KEY=VALUE...` (the kernel's TCP_INFO of that end, once all is acknowledged), or with
+    /// --close-first closes that end right after writing and reports `retranssegs N` (the namespace's
+    /// RetransSegs from /proc/net/snmp) once both ends are closed
+    Lossy {
+        #[arg(long, default_value_t = 10000)]
+        send: usize,
+        #[arg(long, default_value_t = 1000)]
+        down_ms: u64,
+        #[arg(long)]
+        close_first: bool,
     },
     /// Send one UDP datagram to --addr from a connected UDP socket
     Udp {
@@ -261,6 +278,10 @@ fn main() {
             ready(cli.wait);
             silent(user_timeout_ms);
         }
+        Mode::Lossy { send, down_ms, close_first } => {
+            ready(cli.wait);
+            lossy(send, Duration::from_millis(down_ms), close_first);
+        }
         Mode::Udp { addr } => {
             ready(cli.wait);
             let any: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
@@ -269,6 +290,9 @@ fn main() {
             sock.send(b"tcpkit").expect("send udp");
             say(&format!("connected {} {}", sock.local_addr().unwrap().port(), addr.port()));
         }
+    }
+    if cli.retranssegs {
+        say(&format!("retranssegs {}", snmp_tcp("RetransSegs")));
     }
     say("done");
     if cli.hold || !kept.is_empty() {
@@ -593,6 +617,116 @@ fn silent(user_timeout_ms: u32) {
     let err = client.read(&mut buf).expect_err("a read on a connection whose peer went silent");
     say(&format!("ended {lport} {}", errno_name(&err)));
     let _ = server.into_raw_fd(); // its end stays open until the process exits
+}
+
+/// The connection of `lossy` mode: see Mode::Lossy.
+fn lossy(send: usize, down: Duration, close_first: bool) {
+    let listener = listen("127.0.0.1:0".parse().unwrap(), Proto::Tcp, 16);
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect to itself");
+    let (mut server, _) = listener.accept().expect("accept");
+    let lport = client.local_addr().unwrap().port();
+    say(&format!("connected {lport} {}", listener.local_addr().unwrap().port()));
+    set_loopback(false).expect("bringing lo down");
+    client.write_all(&vec![b'x'; send]).expect("write");
+    let client = if close_first {
+        drop(client); // with its data in flight: the retransmissions go on after close()
+        None
+    } else {
+        Some(client)
+    };
+    std::thread::sleep(down);
+    set_loopback(true).expect("bringing lo up");
+    let mut got = vec![0u8; send];
+    server.read_exact(&mut got).expect("reading what was sent");
+    match client {
+        Some(client) => {
+            // Once the last byte is acknowledged nothing more is retransmitted: the counters are final.
+            let info = loop {
+                let info = tcp_info(&client);
+                if info.u32_at(24) == 0 {
+                    break info; // tcpi_unacked
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            say(&format!("tcpinfo {lport} {}", info.summary()));
+            drop(client);
+            let _ = io::copy(&mut server, &mut io::sink());
+        }
+        None => {
+            let _ = io::copy(&mut server, &mut io::sink());
+        }
+    }
+    drop(server);
+    if close_first {
+        // Both ends' full sockets must be closed before the namespace's count is their whole story: what is
+        // left is the listener (0A) and time-wait sockets (FIN_WAIT2 05 or TIME_WAIT 06 of an orphan).
+        let open = |l: &str| !matches!(l.split_whitespace().nth(3), Some("0A" | "05" | "06"));
+        while std::fs::read_to_string("/proc/net/tcp").unwrap().lines().skip(1).any(open) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        say(&format!("retranssegs {}", snmp_tcp("RetransSegs")));
+    }
+}
+
+/// struct tcp_info (uapi/linux/tcp.h) as the kernel wrote it: fields read by offset, as the kernel's
+/// version decides how many there are.
+struct TcpInfo([u8; 256], usize);
+
+impl TcpInfo {
+    fn u32_at(&self, at: usize) -> u32 {
+        if at + 4 > self.1 {
+            return 0;
+        }
+        u32::from_ne_bytes(self.0[at..at + 4].try_into().unwrap())
+    }
+
+    fn u64_at(&self, at: usize) -> u64 {
+        if at + 8 > self.1 {
+            return 0;
+        }
+        u64::from_ne_bytes(self.0[at..at + 8].try_into().unwrap())
+    }
+
+    /// The counters tcpkit reports, by the names of its JSON fields.
+    fn summary(&self) -> String {
+        format!(
+            "rtt_us={} rtt_var_us={} retransmits={} segs_out={} segs_in={} min_rtt_us={} retransmitted_bytes={}",
+            self.u32_at(68),
+            self.u32_at(72),
+            self.u32_at(100),
+            self.u32_at(136),
+            self.u32_at(140),
+            self.u32_at(148),
+            self.u64_at(208),
+        )
+    }
+}
+
+fn tcp_info(stream: &TcpStream) -> TcpInfo {
+    let mut info = TcpInfo([0; 256], 0);
+    let mut len = info.0.len() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into the buffer and the length it wrote into `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.0.as_mut_ptr() as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
+    info.1 = len as usize;
+    info
+}
+
+/// A counter of the `Tcp:` lines of /proc/net/snmp: this network namespace's.
+fn snmp_tcp(name: &str) -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").expect("reading /proc/net/snmp");
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().expect("Tcp: names"), tcp.next().expect("Tcp: values"));
+    let at = names.split_whitespace().position(|n| n == name).unwrap_or_else(|| panic!("no Tcp {name}"));
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
 }
 
 /// A new network namespace starts with lo down; `ip link set lo up` without needing iproute2.
