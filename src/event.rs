@@ -24,10 +24,20 @@ const DURATION_UNKNOWN: u64 = u64::MAX;
 /// How a connection ended (src/bpf/tcpkit.h, enum end_kind), by its value.
 const END_NAMES: [&str; 6] = ["", "close", "peer", "abort", "reset", "timeout"];
 
-/// Copies a ring-buffer sample into an event: samples are only 8-byte aligned, so no in-place cast.
+/// The size of a record without its stats: what the kernel writes when they are not asked for.
+const SIZE_WITHOUT_STATS: usize = std::mem::offset_of!(Event, stats);
+
+/// Copies a ring-buffer sample into an event: samples are only 8-byte aligned, so no in-place cast. A sample
+/// without stats leaves them zero, none present.
 pub fn decode(bytes: &[u8]) -> Option<Event> {
     let mut event = Event::default();
-    plain::copy_from_bytes(&mut event, bytes).ok()?;
+    let len = bytes.len().min(std::mem::size_of::<Event>());
+    if len < SIZE_WITHOUT_STATS {
+        return None;
+    }
+    // SAFETY: Event is plain data (see the Plain impl above): any bytes are a valid value.
+    let raw = unsafe { plain::as_mut_bytes(&mut event) };
+    raw[..len].copy_from_slice(&bytes[..len]);
     Some(event)
 }
 
@@ -197,7 +207,18 @@ mod tests {
         assert_eq!(decoded.pid(), 42);
         assert_eq!(decoded.local_addr(), IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(decoded.comm(), "sshd");
-        assert!(decode(&bytes[..bytes.len() - 1]).is_none());
+        assert!(decode(&bytes[..SIZE_WITHOUT_STATS - 1]).is_none());
+    }
+
+    #[test]
+    fn a_record_without_stats_has_none() {
+        let mut event = Event { family: AF_INET, sport: 80, ..Default::default() };
+        event.stats.present = u32::MAX;
+        event.stats.rtt_us = 7;
+        let bytes = unsafe { plain::as_bytes(&event) };
+        let short = decode(&bytes[..SIZE_WITHOUT_STATS]).unwrap();
+        assert_eq!((short.sport, short.transfer(), short.handshake_ns()), (80, None, None));
+        assert_eq!(decode(bytes).unwrap().transfer().map(|t| t.rtt_us), Some(7));
     }
 
     #[test]

@@ -54,9 +54,7 @@ enum stat_bits {
  * accept queue, X the transfer counters, read when the socket reaches CLOSE.
  */
 struct conn_stats {
-	__u64 handshake_ns;        /* connect() to ESTABLISHED, or to the failure */
-	__u64 queue_ns;            /* the completed handshake to the accept() that took it */
-	__u64 retransmitted_bytes;
+	__u32 present;             /* enum stat_bits; first, in the cache line the other fields share */
 	__u32 syn_retransmits;
 	__u32 backlog;             /* the listener's accept queue at that accept, this connection included */
 	__u32 backlog_max;
@@ -67,8 +65,10 @@ struct conn_stats {
 	__u32 rto_count;           /* retransmission timeouts */
 	__u32 segs_out;
 	__u32 segs_in;
-	__u32 present;             /* enum stat_bits */
 	__u32 unused;
+	__u64 handshake_ns;        /* connect() to ESTABLISHED, or to the failure */
+	__u64 queue_ns;            /* the completed handshake to the accept() that took it */
+	__u64 retransmitted_bytes;
 };
 
 /* A task as filters and events see it; also the value of the tracer's socket -> owner map. */
@@ -98,7 +98,7 @@ struct event {
 	__u64 duration_ns;    /* close events with lifespan on; DURATION_UNKNOWN */
 	__u64 bytes_sent;     /* close events with lifespan on: bytes the peer acknowledged */
 	__u64 bytes_received; /* close events with lifespan on: bytes that arrived in order */
-	struct conn_stats stats;
+	struct conn_stats stats; /* only with stats on: without, the record ends here (EVENT_SIZE) */
 };
 
 #endif /* __TCPKIT_H */
