@@ -355,17 +355,4 @@ static __always_inline void submit_event(struct event *e)
 	bpf_ringbuf_submit(e, ring_wakeup_flag());
 }
 
-/* Reserves, fills and submits one event for sk; the caller has applied every filter already. */
-static __always_inline void submit_sock_event(const struct sock *sk, const struct sock_key *key,
-					      const struct task_info *task, __u8 task_source, __u8 type, __u8 hook,
-					      int btf)
-{
-	struct event *e = reserve_event();
-
-	if (!e)
-		return;
-	fill_sock_event(e, sk, key, task, task_source, type, hook, btf);
-	submit_event(e);
-}
-
 #endif /* __FILTER_BPF_H */
