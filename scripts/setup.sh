@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(clang libelf-dev zlib1g-dev pkg-config make man-db)
 if [ "${1:-}" = "--test" ]; then
-  packages+=(podman runc)
+  packages+=(podman runc iproute2 nftables)
 fi
 
 as_root() {

@@ -348,6 +348,17 @@ pub fn json_event(kind: &'static str, lport: u16, rport: u16) -> impl Fn(&str) -
     }
 }
 
+/// The next JSON record of `kind` for the socket with these ports, parsed.
+pub fn record(tcpkit: &mut Tcpkit, kind: &'static str, lport: u16, rport: u16) -> serde_json::Value {
+    let line = tcpkit.expect_line(&format!("a {kind} record {lport} -> {rport}"), json_event(kind, lport, rport));
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+/// A record's field that must be a number.
+pub fn number(r: &serde_json::Value, key: &str) -> u64 {
+    r[key].as_u64().unwrap_or_else(|| panic!("{key} is not a number in {r}"))
+}
+
 /// Polls `cond` until it holds; fails the test, saying `what` never happened, after DEADLINE.
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + DEADLINE;
