@@ -10,11 +10,16 @@ const OBJECTS: &[&str] = &["accept", "tracer"];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let mut clang_args = vec!["-Wall", "-Wno-unused-function", "-O2", "-g"];
+    // The benchmark's floor build (scripts/bench.sh --floor): see floor_event in src/bpf/filter.bpf.h.
+    if env::var_os("CARGO_FEATURE_BENCH_FLOOR").is_some() {
+        clang_args.push("-DTCPKIT_FLOOR");
+    }
     for name in OBJECTS {
         let src = format!("src/bpf/{name}.bpf.c");
         SkeletonBuilder::new()
             .source(&src)
-            .clang_args(["-Wall", "-Wno-unused-function", "-O2", "-g"])
+            .clang_args(&clang_args)
             .build_and_generate(out.join(format!("{name}.skel.rs")))
             .unwrap_or_else(|e| panic!("building {src}: {e:#}"));
     }

@@ -3,12 +3,14 @@
 # and bpftrace (the reference peer), interleaved; every event printed or not; start-up; peak RSS; CPU per
 # event; scaling with client threads and ring size. Prints a table, writes target/bench/results.json.
 #
-#   scripts/bench.sh [--with-peers] [--baseline REV] [-- benchmark options]    e.g. -- --rounds 5
+#   scripts/bench.sh [--with-peers] [--floor] [--baseline REV] [-- benchmark options]    e.g. -- --rounds 5
 #
 # --with-peers installs the peers with apt when missing: bpftrace, and Debian's libbpf-tools (tcplife and
 # tcpstates get rows); without it, a missing peer skips its rows. (--with-bpftrace is the old name.)
 # --baseline REV builds that git revision (in target/bench/baseline, a worktree) and measures its accept and
 # tracer in the same run, interleaved with the rest: before/after a change as same-run ratios.
+# --floor builds this tree with the bench-floor feature (in target/bench/floor-target): the same hooks, each
+# moving a zeroed record through the ring and nothing else, measured as rows of their own (the floor).
 # `scripts/bench.sh -- --help` lists the benchmark's options. Run it on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,12 +18,14 @@ cd "$(dirname "$0")/.."
 all_args=("$@")
 with_peers=0
 baseline=""
+floor=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --with-peers | --with-bpftrace) with_peers=1; shift ;;
     --baseline) baseline=${2:?--baseline needs a git revision}; shift 2 ;;
+    --floor) floor=1; shift ;;
     --) shift; break ;;
-    *) echo "bench: unknown option $1 (usage: scripts/bench.sh [--with-peers] [--baseline REV] [-- benchmark options])" >&2; exit 2 ;;
+    *) echo "bench: unknown option $1 (usage: scripts/bench.sh [--with-peers] [--floor] [--baseline REV] [-- benchmark options])" >&2; exit 2 ;;
   esac
 done
 
@@ -44,5 +48,10 @@ if [ -n "$baseline" ]; then
   echo "bench: building the baseline $(git rev-parse --short "$rev") in $dir"
   (cd "$dir" && cargo build -q --release --bin tcpkit --target-dir "$PWD/../baseline-target")
   extra=(--baseline "$PWD/target/bench/baseline-target/release/tcpkit")
+fi
+if [ "$floor" = 1 ]; then
+  echo "bench: building the floor (--features bench-floor) in target/bench/floor-target"
+  cargo build -q --release --bin tcpkit --features bench-floor --target-dir target/bench/floor-target
+  extra+=(--floor "$PWD/target/bench/floor-target/release/tcpkit")
 fi
 exec cargo bench --bench overhead -- "${extra[@]}" "$@"

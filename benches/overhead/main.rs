@@ -92,6 +92,10 @@ struct Options {
     /// a change, as same-run ratios)
     #[arg(long, value_name = "PATH")]
     baseline: Option<PathBuf>,
+    /// A floor build (cargo feature bench-floor: the same hooks, each moving a zeroed record through the
+    /// ring), whose accept and tracer get rows of their own: what no tracer on these hooks goes below
+    #[arg(long, value_name = "PATH")]
+    floor: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored
     #[arg(long, hide = true)]
     bench: bool,
@@ -107,6 +111,9 @@ fn bpf_watchers(options: &Options) -> Vec<Watcher> {
     let mut watchers: Vec<Watcher> = subs.into_iter().map(|sub| Watcher::Tcpkit { sub, ring: None }).collect();
     if options.baseline.is_some() {
         watchers.extend([Watcher::Baseline(Sub::Accept), Watcher::Baseline(Sub::Tracer)]);
+    }
+    if options.floor.is_some() {
+        watchers.extend([Watcher::Floor(Sub::Accept), Watcher::Floor(Sub::Tracer)]);
     }
     watchers
 }

@@ -98,6 +98,9 @@ pub(crate) fn compare(bench: &mut Bench, options: &Options) -> io::Result<Compar
     if bench.baseline.is_some() {
         watchers.extend([Watcher::Baseline(Sub::Accept), Watcher::Baseline(Sub::Tracer)]);
     }
+    if bench.floor.is_some() {
+        watchers.extend([Watcher::Floor(Sub::Accept), Watcher::Floor(Sub::Tracer)]);
+    }
     let find = |name: &str| if options.no_peers { None } else { find_in_path(name) };
     let bpftrace = find("bpftrace");
     if let Some(path) = &bpftrace {

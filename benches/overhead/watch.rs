@@ -120,6 +120,8 @@ pub(crate) enum Watcher {
     },
     /// The same subcommand from the --baseline binary: an earlier build, measured in the same run.
     Baseline(Sub),
+    /// The same subcommand from the --floor binary (cargo feature bench-floor): the hooks and the ring only.
+    Floor(Sub),
     Bpftrace(PathBuf),
     Libbpf(LibbpfTool, PathBuf),
 }
@@ -131,6 +133,7 @@ impl Watcher {
             Watcher::Tcpkit { sub, ring: None } => format!("tcpkit {}", sub.name()),
             Watcher::Tcpkit { sub, ring: Some(ring) } => format!("tcpkit {} --ring-size {ring}", sub.name()),
             Watcher::Baseline(sub) => format!("tcpkit {} (baseline build)", sub.name()),
+            Watcher::Floor(sub) => format!("floor build, {}", sub.name()),
             Watcher::Bpftrace(_) => "bpftrace".into(),
             Watcher::Libbpf(tool, _) => format!("libbpf-tools {}", tool.name()),
         }
@@ -268,6 +271,7 @@ pub(crate) struct Run {
 pub(crate) struct Bench {
     pub(crate) tcpkit: PathBuf,
     pub(crate) baseline: Option<PathBuf>,
+    pub(crate) floor: Option<PathBuf>,
     pub(crate) dir: PathBuf,
     connections: u64,
     time_limit: Duration,
@@ -285,6 +289,7 @@ impl Bench {
         Ok(Bench {
             tcpkit: options.tcpkit.clone(),
             baseline: options.baseline.clone(),
+            floor: options.floor.clone(),
             dir,
             connections: options.connections,
             time_limit: Duration::from_secs(options.time_limit),
@@ -321,7 +326,7 @@ impl Bench {
         let background = background_share(&before, &other_processes_cpu(&exclude), result.wall);
         let traced = match (session, watcher) {
             (None, _) => None,
-            (Some(session), Watcher::Tcpkit { sub, .. } | Watcher::Baseline(sub)) => {
+            (Some(session), Watcher::Tcpkit { sub, .. } | Watcher::Baseline(sub) | Watcher::Floor(sub)) => {
                 Some(session.finish(Some(sub.expected_events(&result)))?)
             }
             (Some(session), _) => Some(session.finish(None)?),
@@ -363,6 +368,10 @@ impl Bench {
             }
             Watcher::Baseline(sub) => {
                 let binary = self.baseline.as_deref().expect("a baseline row only with --baseline");
+                Some(self.start(Self::command_of(binary, *sub, None), &name, OutputKind::Tcpkit(*sub))?)
+            }
+            Watcher::Floor(sub) => {
+                let binary = self.floor.as_deref().expect("a floor row only with --floor");
                 Some(self.start(Self::command_of(binary, *sub, None), &name, OutputKind::Tcpkit(*sub))?)
             }
             Watcher::Bpftrace(path) => {

@@ -88,6 +88,9 @@ static __always_inline int on_kernel_accept(struct sock *newsk, const struct soc
 
 	if (!newsk)
 		return 0;
+#ifdef TCPKIT_FLOOR
+	return floor_event(EVENT_ACCEPT);
+#endif
 	/* Remember even filtered accepts: the syscall-exit program must not report them either. */
 	call = stats ? bpf_map_lookup_elem(&accept_calls, &tid) : NULL;
 	if (call)
@@ -240,6 +243,9 @@ static __always_inline int on_accept_exit(struct syscall_exit_ctx *ctx)
 	if (!kernel_hook && !task_wanted(pid_tgid))
 		return 0;
 	sk = sock_of_fd(ctx->ret);
+#ifdef TCPKIT_FLOOR
+	return kernel_hook || !sk ? 0 : floor_event(EVENT_ACCEPT);
+#endif
 	if (kernel_hook || stats)
 		call = bpf_map_lookup_elem(&accept_calls, &tid);
 	if (call) {

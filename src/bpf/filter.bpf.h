@@ -355,4 +355,25 @@ static __always_inline void submit_event(struct event *e)
 	bpf_ringbuf_submit(e, ring_wakeup_flag());
 }
 
+#ifdef TCPKIT_FLOOR
+/*
+ * The benchmark's floor (cargo feature bench-floor, scripts/bench.sh --floor; never in a package): each hook
+ * that prints reserves, zeroes and submits a record of its type, with no map, no read of the socket or the
+ * task. What is left is the cost of the hooks themselves, the ring and the reader: what no tracer built
+ * on these hooks can go below.
+ */
+static __always_inline int floor_event(__u8 type)
+{
+	struct event *e = reserve_event();
+
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, __builtin_offsetof(struct event, stats));
+	e->type = type;
+	e->family = AF_INET;
+	submit_event(e);
+	return 0;
+}
+#endif
+
 #endif /* __FILTER_BPF_H */

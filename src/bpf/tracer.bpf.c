@@ -467,6 +467,13 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, int old, int new)
 	__u64 id = (__u64)sk;
 	bool keep = false;
 
+#ifdef TCPKIT_FLOOR
+	if (old == TCP_SYN_SENT && new == TCP_ESTABLISHED)
+		return floor_event(EVENT_CONNECT);
+	if ((old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT) && new != TCP_CLOSE_WAIT)
+		return floor_event(EVENT_CLOSE);
+	return 0;
+#endif
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	if (old == TCP_CLOSE && new == TCP_SYN_SENT)
