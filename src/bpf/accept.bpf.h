@@ -57,7 +57,7 @@ static __always_inline void call_backlog(const struct accept_call *call, struct 
 {
 	const struct sock *listener = call ? (const struct sock *)call->listener : NULL;
 
-	if (!stats || !listener)
+	if (!listener) /* read_backlog checks stats */
 		return;
 	if (can_cast())
 		read_backlog(bpf_core_cast(listener, struct sock), SK_CAST, queue);
@@ -249,7 +249,7 @@ static __always_inline int on_accept_exit(struct syscall_exit_ctx *ctx)
 	if (kernel_hook || stats)
 		call = bpf_map_lookup_elem(&accept_calls, &tid);
 	if (call) {
-		reported = call->seen && call->seen == (__u64)sk;
+		reported = call->seen == (__u64)sk; /* a NULL sk returns below either way */
 		call_backlog(call, &queue);
 		bpf_map_delete_elem(&accept_calls, &tid);
 	}
