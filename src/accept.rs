@@ -10,7 +10,7 @@ use crate::text::AcceptText;
 const PLAN: Plan = Plan {
     ports_either_end: false,
     // Handshakes first: an accept reported before its handshake was seen has no queue wait.
-    attach_first: &["inet_sock_set_state_handshake"],
+    attach_first: &["inet_sock_set_state_handshake", "nested_handshake"],
     attach_last: &[],
     owners_always: false,
 };

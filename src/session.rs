@@ -142,7 +142,9 @@ fn select_programs(programs: &Programs, object: &mut OpenObject) -> bool {
             Some("tp_io_uring_submit_sqe") => tracepoints_only && uring.submit_needed && uring.submit,
             Some("tp_io_uring_task_add") => tracepoints_only && uring.submit_needed && uring.task_add,
             Some("tp_sys_enter_connect" | "tp_sys_exit_connect") => features.failed,
-            Some("tp_sys_enter_accept4" | "tp_sys_enter_accept" | "inet_sock_set_state_handshake") => features.stats,
+            Some(
+                "tp_sys_enter_accept4" | "tp_sys_enter_accept" | "inet_sock_set_state_handshake" | "nested_handshake",
+            ) => features.stats,
             _ => continue,
         };
         prog.set_autoload(load);

@@ -10,7 +10,7 @@ use crate::text::{TracerColumns, TracerText};
 const PLAN: Plan = Plan {
     ports_either_end: true,
     // State changes first: an accept reported before them would have no owner for its close.
-    attach_first: &["inet_sock_set_state"],
+    attach_first: &["inet_sock_set_state", "nested_state_change"],
     attach_last: &["tp_sys_exit_connect", "tp_sys_enter_connect"],
     owners_always: true,
 };

@@ -431,6 +431,41 @@ mod any_backend {
     use super::*;
 
     #[test]
+    fn state_changes_that_interrupt_the_tracing_program_are_not_lost() {
+        // The kernel runs a tracing program at most once at a time on a CPU and skips a run that would
+        // nest: a state change in a softirq that interrupted the program running for a connect() or close()
+        // in a task. Here both at once, many times: orphaned connections whose data, FINs and ends all come
+        // from TCP's timers in softirqs (the orphans peer), while other tasks connect and close as fast as
+        // they can. Every connection of the orphans' namespace has its close records, both ends.
+        const COUNT: usize = 150;
+        let mut orphans = Peer::spawn(&["--new-netns", "--wait"], "orphans", &["--count", &COUNT.to_string()]);
+        let netns = orphans.netns.to_string();
+        let mut tcpkit = Tcpkit::start_json(&["tracer", "-N", &netns]);
+        let churn_server = Peer::listen(&[], &["--count", "3000", "--threads", "2"]);
+        let target = v4(churn_server.port).to_string();
+        let mut churn = Peer::spawn(&[], "connect", &["--addr", &target, "--count", "3000", "--threads", "2"]);
+        orphans.go();
+        let pairs = reported(&mut orphans, "connected", COUNT);
+        let mut expected: std::collections::HashSet<(u64, u64)> =
+            pairs.iter().flat_map(|&(c, s)| [(u64::from(c), u64::from(s)), (u64::from(s), u64::from(c))]).collect();
+        orphans.wait_done();
+        churn.wait_done();
+        while !expected.is_empty() {
+            let Some(line) = tcpkit.stdout.find(DEADLINE, |l| l.contains("\"type\":\"close\"")) else {
+                panic!(
+                    "{} of {} closes never came: {:?}; stderr: {}",
+                    expected.len(),
+                    2 * COUNT,
+                    expected,
+                    tcpkit.stderr()
+                );
+            };
+            let r: serde_json::Value = serde_json::from_str(&line).unwrap();
+            expected.remove(&(number(&r, "lport"), number(&r, "rport")));
+        }
+    }
+
+    #[test]
     fn timestamp_flag_prints_seconds_and_with_verbose_nanoseconds() {
         let mut plain = start(&["-t"]);
         let mut verbose = start(&["-t", "-v"]);

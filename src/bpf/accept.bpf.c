@@ -40,12 +40,11 @@ static __always_inline void accepted(const struct sock *sk, const struct sock_ke
  * Stats only: a connection's handshake completes (remembered until its accept), or a connection that no
  * one accepted ends (forgotten).
  */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(inet_sock_set_state_handshake, const struct sock *sk, int old, int new)
+static __noinline int on_state_change(const struct sock *sk, int old, int new)
 {
 	__u64 id = (__u64)sk;
 
-	if (sk->sk_protocol != IPPROTO_TCP)
+	if (!sk || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED)
 		handshake_done(sk);
@@ -53,5 +52,8 @@ int BPF_PROG(inet_sock_set_state_handshake, const struct sock *sk, int old, int 
 		bpf_map_delete_elem(&owners, &id);
 	return 0;
 }
+
+/* Every state change, in whichever of the pair the kernel runs for it (STATE_CHANGE_PROGRAMS says why). */
+STATE_CHANGE_PROGRAMS(inet_sock_set_state_handshake, nested_handshake, on_state_change)
 
 #include "accept.bpf.h"

@@ -124,6 +124,18 @@ enum Mode {
         #[arg(long)]
         close_first: bool,
     },
+    /// In a network namespace of its own: --count connections to itself, whose connecting ends write --send
+    /// bytes each while lo is down and close at once. Once lo is up (after --down-ms), their data and FINs
+    /// are sent again from TCP's timers, in softirqs, and each end's state changes to its close follow
+    /// there; the accepting ends close once they have read everything. `done` when every socket is closed.
+    Orphans {
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        #[arg(long, default_value_t = 3000)]
+        send: usize,
+        #[arg(long, default_value_t = 500)]
+        down_ms: u64,
+    },
     /// Send one UDP datagram to --addr from a connected UDP socket
     Udp {
         #[arg(long)]
@@ -281,6 +293,10 @@ fn main() {
         Mode::Lossy { send, down_ms, close_first } => {
             ready(cli.wait);
             lossy(send, Duration::from_millis(down_ms), close_first);
+        }
+        Mode::Orphans { count, send, down_ms } => {
+            ready(cli.wait);
+            orphans(count, send, Duration::from_millis(down_ms));
         }
         Mode::Udp { addr } => {
             ready(cli.wait);
@@ -665,6 +681,37 @@ fn lossy(send: usize, down: Duration, close_first: bool) {
             std::thread::sleep(Duration::from_millis(10));
         }
         say(&format!("retranssegs {}", snmp_tcp("RetransSegs")));
+    }
+}
+
+/// The connections of `orphans` mode: see Mode::Orphans.
+fn orphans(count: usize, send: usize, down: Duration) {
+    let listener = listen("127.0.0.1:0".parse().unwrap(), Proto::Tcp, 1024);
+    let pairs: Vec<(TcpStream, TcpStream)> = (0..count)
+        .map(|_| {
+            let client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect to itself");
+            let (server, _) = listener.accept().expect("accept");
+            say(&format!("connected {} {}", client.local_addr().unwrap().port(), server.local_addr().unwrap().port()));
+            (client, server)
+        })
+        .collect();
+    set_loopback(false).expect("bringing lo down");
+    let servers: Vec<TcpStream> = pairs
+        .into_iter()
+        .map(|(mut client, server)| {
+            client.write_all(&vec![b'x'; send]).expect("write");
+            server // the client closes here, its data in flight
+        })
+        .collect();
+    std::thread::sleep(down);
+    set_loopback(true).expect("bringing lo up");
+    for mut server in servers {
+        let _ = io::copy(&mut server, &mut io::sink());
+    }
+    // Closed for good: nothing left but the listener and time-wait sockets (FIN_WAIT2 05, TIME_WAIT 06).
+    let open = |l: &str| !matches!(l.split_whitespace().nth(3), Some("0A" | "05" | "06"));
+    while std::fs::read_to_string("/proc/net/tcp").unwrap().lines().skip(1).any(open) {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -210,12 +210,37 @@ impl Tcpkit {
     }
 
     /// The next output line for which `pred` holds; panics with everything seen if none comes in time.
+    /// Where tcpkit is, for a test that waited in vain: its state and what each thread waits in.
+    fn process_state(&self) -> String {
+        let pid = self.pid();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.flatten().collect::<Vec<_>>());
+        let Ok(tasks) = tasks else { return format!("process {pid} is gone") };
+        let read = |path: String| std::fs::read_to_string(path).unwrap_or_default().trim().to_string();
+        tasks
+            .iter()
+            .map(|t| {
+                let dir = t.path().display().to_string();
+                let stat = read(format!("{dir}/stat"));
+                let state = stat.rsplit(") ").next().and_then(|r| r.split(' ').next()).unwrap_or("?").to_string();
+                format!(
+                    "[{} {} wchan={} {}]",
+                    read(format!("{dir}/comm")),
+                    state,
+                    read(format!("{dir}/wchan")),
+                    read(format!("{dir}/syscall"))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     pub fn expect_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         match self.stdout.find(DEADLINE, pred) {
             Some(line) => line,
             None => panic!(
-                "no line {what} within {DEADLINE:?}; lines seen: {:#?}\nstderr: {}",
+                "no line {what} within {DEADLINE:?}; lines seen: {:#?}\ntcpkit now: {}\nstderr: {}",
                 self.stdout.seen,
+                self.process_state(),
                 self.stderr()
             ),
         }
