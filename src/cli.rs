@@ -111,8 +111,9 @@ pub struct FilterArgs {
     /// Trace tasks in this cgroup v2 directory or below it only, e.g. /sys/fs/cgroup/system.slice
     #[arg(long = "cgroup", value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
-    /// Trace this container's tasks only: its full ID or a unique prefix of at least 12 hex digits
-    #[arg(long = "container", value_name = "ID", conflicts_with = "cgroup")]
+    /// Trace this container's tasks only: its full ID, a unique prefix of at least 12 hex digits, or its
+    /// docker or podman name
+    #[arg(long = "container", value_name = "ID|NAME", conflicts_with = "cgroup")]
     pub container: Option<String>,
     /// Trace tasks whose cgroup v2 id is a key of this pinned BPF hash map only
     #[arg(long = "cgroupmap", value_name = "PATH")]
@@ -120,6 +121,10 @@ pub struct FilterArgs {
     /// Trace tasks whose mount namespace inode is a key of this pinned BPF hash map only
     #[arg(long = "mntnsmap", value_name = "PATH")]
     pub mntnsmap: Option<PathBuf>,
+    /// Where the node's /var/log, /run and /var/lib are, for container and pod names (in a container: where
+    /// the host's are mounted)
+    #[arg(long = "host-root", value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
 }
 
 #[derive(Args, Debug, Default)]
@@ -133,7 +138,8 @@ pub struct OutputArgs {
     /// Include a UID column
     #[arg(short = 'U', long = "print-uid")]
     pub print_uid: bool,
-    /// Include a CONTAINER column: the container's short ID, else the systemd unit, else -
+    /// Include a CONTAINER column: the container's name (namespace/pod/container under Kubernetes), else its
+    /// short ID, else the systemd unit, else -
     #[arg(short = 'C', long = "print-container")]
     pub print_container: bool,
     /// Include how good each connection was: handshake, accept-queue wait and backlog, RTT, retransmits

@@ -36,9 +36,15 @@ impl Filters {
         if let Some(dir) = &args.cgroup {
             check_cgroup_dir(dir)?;
         }
+        if !args.host_root.is_dir() {
+            let root = args.host_root.display();
+            return Err(Error::usage(format!(
+                "--host-root {root}: not a directory (where the node's /var and /run are)"
+            )));
+        }
         // A container is the cgroup directory its runtime made: --container is --cgroup with that directory.
         let cgroup_dir = match &args.container {
-            Some(id) => Some(crate::identity::container_dir(id).map_err(Error::usage)?),
+            Some(id) => Some(crate::identity::container_dir(id, &args.host_root).map_err(Error::usage)?),
             None => args.cgroup.clone(),
         };
         let family = match (args.ipv4, args.ipv6) {

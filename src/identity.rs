@@ -2,7 +2,10 @@
 //! systemd write into it (container id and runtime, pod UID, systemd unit). No container runtime is asked:
 //! the path says it all. Ids resolve through a cache; a miss opens the cgroup by its id (one syscall), or,
 //! where that is not allowed, walks the cgroup tree at most once per RESCAN_INTERVAL, so a burst of new
-//! cgroups costs one walk. A hit allocates nothing.
+//! cgroups costs one walk. A hit allocates nothing. A container's names (pod, namespace, its own) come from
+//! the node's files (names.rs), read when its cgroup is first seen, again each second while they are
+//! missing (a new container's files may come after its first connection), and every few seconds for a
+//! docker or podman container (a rename).
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -12,9 +15,15 @@ use std::time::{Duration, Instant};
 
 use nix::libc;
 
+use crate::names::{is_container_id, NameFiles, Names};
+
 /// The longest a new cgroup can wait to be named (events in it show their id alone until then).
 const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
+/// How often a container without names looks for them again.
+const NAMES_RETRY: Duration = Duration::from_secs(1);
+/// How often a docker or podman container's name is read again (a rename); Kubernetes names never change.
+const NAMES_REFRESH: Duration = Duration::from_secs(5);
 
 /// What a cgroup's path says about the tasks in it.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -29,6 +38,11 @@ pub struct Identity {
     pub pod_uid: Option<String>,
     /// The systemd unit the task is in (`nginx.service`, `session-3.scope`).
     pub unit: Option<String>,
+    /// The container's names, from the node's files.
+    pub names: Names,
+    /// `names` as the -C column shows them.
+    label: Option<String>,
+    names_read: Option<Instant>,
 }
 
 impl Identity {
@@ -51,8 +65,31 @@ impl Identity {
     }
 }
 
-fn is_container_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+impl Identity {
+    /// Whether the names are to be read (again) now.
+    fn names_due(&self) -> bool {
+        if self.container_id.is_none() {
+            return false;
+        }
+        // Until the container's own name is known (a pod's directory can come before its symlink), look again
+        // each second; then Kubernetes names never change, docker's and podman's can (a rename).
+        let every = match (self.names.container.is_some(), &self.pod_uid) {
+            (false, _) => NAMES_RETRY,
+            (true, Some(_)) => return false,
+            (true, None) => NAMES_REFRESH,
+        };
+        self.names_read.is_none_or(|t| t.elapsed() >= every)
+    }
+
+    fn read_names(&mut self, files: &mut NameFiles) {
+        let Some(id) = &self.container_id else { return };
+        let names = files.names(id, self.container_runtime, self.pod_uid.as_deref());
+        if names != self.names {
+            self.label = names.label();
+            self.names = names;
+        }
+        self.names_read = Some(Instant::now());
+    }
 }
 
 /// A cgroup directory name that holds a container: its runtime (None where the layout does not say) and id.
@@ -96,6 +133,7 @@ fn pod_of(part: &str, below_kubepods: bool) -> Option<String> {
 /// Cgroup id -> identity, for the ids events carry.
 pub struct CgroupCache {
     root: Option<PathBuf>,
+    files: NameFiles,
     /// The root directory, open: the mount that cgroup ids are file handles of. None when opening a cgroup
     /// by its id is not possible here (no CAP_DAC_READ_SEARCH, as in the DaemonSet): then tcpkit walks.
     by_id: Option<File>,
@@ -113,10 +151,11 @@ enum ById {
 }
 
 impl CgroupCache {
-    pub fn new() -> CgroupCache {
+    /// `host_root`: where the node's /var/log, /run and /var/lib are (--host-root).
+    pub fn new(host_root: &Path) -> CgroupCache {
         let root = cgroup2_root();
         let by_id = root.as_deref().and_then(|r| File::open(r).ok());
-        CgroupCache { root, by_id, known: HashMap::new(), last_scan: None }
+        CgroupCache { root, files: NameFiles::new(host_root), by_id, known: HashMap::new(), last_scan: None }
     }
 
     /// The identity of a cgroup id; None for 0 (no task), and for a cgroup not found (it vanished before
@@ -143,7 +182,11 @@ impl CgroupCache {
                 }
             }
         }
-        self.known.get(&id).and_then(Option::as_ref)
+        let identity = self.known.get_mut(&id)?.as_mut()?;
+        if identity.names_due() {
+            identity.read_names(&mut self.files);
+        }
+        Some(identity)
     }
 
     /// One cgroup, by its id: on cgroup2 the id is the directory's file handle (kernfs's), so
@@ -194,12 +237,15 @@ impl CgroupCache {
 }
 
 impl Identity {
-    /// The text column (-C): the container's ID as `docker ps` shortens it, else the unit, else `-`.
+    /// The text column (-C): the container's names (`namespace/pod/container`, or its docker or podman
+    /// name), else its ID as `docker ps` shortens it, else the unit, else `-`. The ID comes before the unit:
+    /// the unit above a container is often the runtime's own (containerd.service), which says less.
     pub fn column(&self) -> &str {
-        match (&self.container_id, &self.unit) {
-            (Some(id), _) => &id[..SHORT_ID],
-            (None, Some(unit)) => unit,
-            (None, None) => "-",
+        match (&self.label, &self.container_id, &self.unit) {
+            (Some(label), _, _) => label,
+            (None, Some(id), _) => &id[..SHORT_ID],
+            (None, None, Some(unit)) => unit,
+            (None, None, None) => "-",
         }
     }
 }
@@ -224,20 +270,53 @@ fn walk(root: &Path, mut visit: impl FnMut(u64, &str)) {
     }
 }
 
-/// The cgroup directory of the one container whose ID starts with `prefix` (--container): the shallowest
-/// directory naming it, so tasks in its sub-cgroups are kept too. The error says what is wrong, in one line.
-pub fn container_dir(prefix: &str) -> Result<PathBuf, String> {
-    let prefix = prefix.to_ascii_lowercase();
-    if !(SHORT_ID..=64).contains(&prefix.len()) || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+/// The cgroup directory of one container (--container): `arg` is its full ID, a unique prefix of at least
+/// 12 hex digits, or its docker or podman name (from the files under `host_root`). The shallowest directory
+/// naming the container, so tasks in its sub-cgroups are kept too. The error says what is wrong, in one line.
+pub fn container_dir(arg: &str, host_root: &Path) -> Result<PathBuf, String> {
+    let hex = (SHORT_ID..=64).contains(&arg.len()) && arg.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_name = crate::names::is_docker_name(arg);
+    if !hex && !is_name {
         return Err(format!(
-            "--container {prefix}: a container ID is {SHORT_ID} to 64 hex digits (its full ID or a unique prefix)"
+            "--container {arg}: neither a container ID ({SHORT_ID} to 64 hex digits: its full ID or a unique prefix) \
+             nor a container name (letters, digits, _ . -)"
         ));
     }
+    if hex {
+        if let Some(dir) = dir_of_id(&arg.to_ascii_lowercase())? {
+            return Ok(dir);
+        }
+    }
+    let ids = if is_name { NameFiles::new(host_root).ids_named(arg) } else { Vec::new() };
+    let root = host_root.display();
+    match ids.as_slice() {
+        [] if hex => Err(format!(
+            "--container {arg}: no container's cgroup has an ID starting with it, and no docker or podman \
+             container under {root} has that name"
+        )),
+        [] => Err(format!("--container {arg}: no docker or podman container under {root} has that name")),
+        [id] => {
+            dir_of_id(id)?.ok_or_else(|| format!("--container {arg}: container {} has no cgroup now", &id[..SHORT_ID]))
+        }
+        many => {
+            let short: Vec<&str> = many.iter().map(|id| &id[..SHORT_ID]).collect();
+            Err(format!(
+                "--container {arg}: {} containers have that name ({}); give an ID",
+                many.len(),
+                short.join(", ")
+            ))
+        }
+    }
+}
+
+/// The shallowest cgroup directory of the one container whose ID starts with `prefix` (lowercase hex);
+/// None when no container's does.
+fn dir_of_id(prefix: &str) -> Result<Option<PathBuf>, String> {
     let root = cgroup2_root().ok_or("--container: no cgroup v2 hierarchy is mounted, so no container can be found")?;
     // Full ID -> its shallowest directory (fewest path components).
     let mut found: Vec<(String, usize, String)> = Vec::new();
     walk(&root, |_, path| {
-        let Some(id) = Identity::from_path(path).container_id.filter(|id| id.starts_with(&prefix)) else { return };
+        let Some(id) = Identity::from_path(path).container_id.filter(|id| id.starts_with(prefix)) else { return };
         let depth = path.matches('/').count();
         match found.iter_mut().find(|(known, _, _)| *known == id) {
             Some(entry) if entry.1 <= depth => {}
@@ -246,11 +325,8 @@ pub fn container_dir(prefix: &str) -> Result<PathBuf, String> {
         }
     });
     match found.as_slice() {
-        [] => Err(format!(
-            "--container {prefix}: no container's cgroup under {} has an ID starting with it",
-            root.display()
-        )),
-        [(_, _, path)] => Ok(root.join(path.trim_start_matches('/'))),
+        [] => Ok(None),
+        [(_, _, path)] => Ok(Some(root.join(path.trim_start_matches('/')))),
         many => {
             let ids: Vec<&str> = many.iter().map(|(id, _, _)| id.get(..prefix.len() + 1).unwrap_or(id)).collect();
             Err(format!(
@@ -340,7 +416,7 @@ mod tests {
     #[test]
     fn resolves_real_cgroups_by_id_and_by_walking() {
         for by_id in [true, false] {
-            let mut cache = CgroupCache::new();
+            let mut cache = CgroupCache::new(Path::new("/"));
             let Some(root) = cache.root.clone() else { panic!("no cgroup v2 hierarchy is mounted") };
             if !by_id {
                 cache.by_id = None; // as without CAP_DAC_READ_SEARCH
@@ -363,7 +439,7 @@ mod tests {
 
     #[test]
     fn a_cgroup_gone_before_its_first_lookup_is_remembered_as_unknown() {
-        let mut cache = CgroupCache::new();
+        let mut cache = CgroupCache::new(Path::new("/"));
         let root = cache.root.clone().expect("a cgroup v2 hierarchy");
         let (dir, id, _) = real_cgroup(&root, "tcpkit-gone");
         std::fs::remove_dir(&dir).unwrap();

@@ -1,6 +1,7 @@
 //! -o json: one object per line, every field typed, the same fields for every subcommand. Written straight
 //! into the output buffer: no allocation per event (the wall-clock prefix is formatted once per second).
 use std::io::{self, Write};
+use std::path::Path;
 
 use chrono::{Local, TimeZone};
 
@@ -22,10 +23,10 @@ pub struct Json {
 const TASK_SOURCES: [&str; 4] = ["unknown", "current", "owner", "unknown"];
 
 impl Json {
-    pub fn new(backend: &'static str) -> Self {
+    pub fn new(backend: &'static str, host_root: &Path) -> Self {
         Json {
             clock: Clock::new(),
-            cgroups: CgroupCache::new(),
+            cgroups: CgroupCache::new(host_root),
             backend,
             cached_sec: i64::MIN,
             cached_date: String::new(),
@@ -107,15 +108,19 @@ fn plain_string(w: &mut impl Write, key: &[u8], text: &str) -> io::Result<()> {
 }
 
 impl Json {
-    /// `"cgroup":…,"container_id":…,"container_runtime":…,"pod_uid":…,"unit":…`, each null when unknown.
+    /// `"cgroup":…,"container_id":…,"container_runtime":…,"pod_uid":…,"unit":…,"namespace":…,"pod":…,
+    /// "container":…`, each null when unknown.
     fn write_identity(&mut self, cgroup_id: u64, w: &mut impl Write) -> io::Result<()> {
         let id = self.cgroups.lookup(cgroup_id);
-        let fields: [(&str, Option<&str>); 5] = [
+        let fields: [(&str, Option<&str>); 8] = [
             ("cgroup", id.map(|i| i.cgroup.as_str())),
             ("container_id", id.and_then(|i| i.container_id.as_deref())),
             ("container_runtime", id.and_then(|i| i.container_runtime)),
             ("pod_uid", id.and_then(|i| i.pod_uid.as_deref())),
             ("unit", id.and_then(|i| i.unit.as_deref())),
+            ("namespace", id.and_then(|i| i.names.namespace.as_deref())),
+            ("pod", id.and_then(|i| i.names.pod.as_deref())),
+            ("container", id.and_then(|i| i.names.container.as_deref())),
         ];
         for (name, value) in fields {
             w.write_all(b",\"")?;
@@ -225,7 +230,7 @@ mod tests {
         (e.stats.retransmitted_bytes, e.stats.segs_out, e.stats.segs_in) = (4000, 12, 9);
         e.stats.present = 0b1111; // no retransmitted_bytes (STAT_RETRANS_BYTES), no rto_count (STAT_RTO)
         let mut out = Vec::new();
-        Json::new("tracepoint").event(&e, &mut out).unwrap();
+        Json::new("tracepoint", Path::new("/")).event(&e, &mut out).unwrap();
         let line = String::from_utf8(out).unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         let keys = [
@@ -251,6 +256,9 @@ mod tests {
             "container_runtime",
             "pod_uid",
             "unit",
+            "namespace",
+            "pod",
+            "container",
             "end",
             "duration_ns",
             "bytes_sent",

@@ -59,8 +59,13 @@ mod tests {
         vanished.task.cgroup_id = u64::MAX - 1;
         let args = OutputArgs { print_container: true, stats: true, ..Default::default() };
         let columns = TracerColumns { verbose: true, netns: true, error: true, lifespan: true };
-        let mut text = TracerText::new(&args, columns);
-        let mut json = Json::new("tracepoint");
+        // The container's name, from docker's file under a host root of the test's own.
+        let host_root = std::env::temp_dir().join(format!("tcpkit-alloc-root-{}", std::process::id()));
+        let config = host_root.join(format!("var/lib/docker/containers/{ID}"));
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::write(config.join("config.v2.json"), br#"{"ID":"x","Name":"/alloc-test"}"#).unwrap();
+        let mut text = TracerText::new(&args, columns, &host_root);
+        let mut json = Json::new("tracepoint", &host_root);
         let mut out = Vec::with_capacity(16 << 20);
         // Every stats field present, as the kernel fills them with -S and JSON.
         e.stats.present = u32::MAX;
@@ -85,7 +90,9 @@ mod tests {
         let _ = std::fs::remove_dir(&dir);
         let _ = std::fs::remove_dir(&parent);
         let printed = String::from_utf8(out).unwrap();
-        assert!(printed.lines().any(|l| l.trim_end().ends_with(&ID[..12])), "the column names the container");
-        assert!(printed.contains(&format!("\"container_id\":\"{ID}\"")), "JSON names the container");
+        let _ = std::fs::remove_dir_all(&host_root);
+        assert!(printed.lines().any(|l| l.trim_end().ends_with(" alloc-test")), "the column names the container");
+        assert!(printed.contains(&format!("\"container_id\":\"{ID}\"")), "JSON has the container's ID");
+        assert!(printed.contains("\"container\":\"alloc-test\""), "JSON names the container");
     }
 }

@@ -18,6 +18,7 @@ mod identity;
 mod json;
 mod kernel;
 mod layout;
+mod names;
 mod output;
 mod ports;
 mod preflight;

@@ -1,5 +1,6 @@
 //! Text output in bcc's exact columns (design.md §5).
 use std::io::{self, Write};
+use std::path::Path;
 
 use crate::cli::OutputArgs;
 use crate::columns::{ip, left, thousandths, uint, Row, StackText};
@@ -32,14 +33,14 @@ fn uid_column(print_uid: bool, e: &Event, w: &mut impl Write) -> io::Result<()> 
     Ok(())
 }
 
-/// -C: the last column, CONTAINER (the short container ID, else the systemd unit, else `-`), named through
-/// the cgroup cache, which answers a known id without allocating. Wider text (a long unit name) is written
-/// whole: nothing comes after it to misalign.
+/// -C: the last column, CONTAINER (the container's names, else its short ID, else the systemd unit, else
+/// `-`), named through the cgroup cache, which answers a known id without allocating. Wider text (a long
+/// pod or unit name) is written whole: nothing comes after it to misalign.
 struct ContainerColumn(Option<CgroupCache>);
 
 impl ContainerColumn {
-    fn new(args: &OutputArgs) -> Self {
-        ContainerColumn(args.print_container.then(CgroupCache::new))
+    fn new(args: &OutputArgs, host_root: &Path) -> Self {
+        ContainerColumn(args.print_container.then(|| CgroupCache::new(host_root)))
     }
 
     fn header(&self, lead: &str, w: &mut impl Write) -> io::Result<()> {
@@ -130,12 +131,12 @@ pub struct AcceptText {
 }
 
 impl AcceptText {
-    pub fn new(args: &OutputArgs) -> Self {
+    pub fn new(args: &OutputArgs, host_root: &Path) -> Self {
         AcceptText {
             times: TimeColumns::new(args, false),
             print_uid: args.print_uid,
             stats: args.stats,
-            container: ContainerColumn::new(args),
+            container: ContainerColumn::new(args, host_root),
         }
     }
 }
@@ -203,14 +204,14 @@ pub struct TracerColumns {
 }
 
 impl TracerText {
-    pub fn new(args: &OutputArgs, columns: TracerColumns) -> Self {
+    pub fn new(args: &OutputArgs, columns: TracerColumns, host_root: &Path) -> Self {
         let columns = TracerColumns { netns: columns.verbose && columns.netns, ..columns };
         TracerText {
             times: TimeColumns::new(args, columns.verbose),
             columns,
             print_uid: args.print_uid,
             stats: args.stats,
-            container: ContainerColumn::new(args),
+            container: ContainerColumn::new(args, host_root),
         }
     }
 
@@ -366,7 +367,7 @@ mod tests {
 
     #[test]
     fn matches_bcc_tcpaccept_columns() {
-        let text = render(&mut AcceptText::new(&OutputArgs::default()), &[sample()]);
+        let text = render(&mut AcceptText::new(&OutputArgs::default(), Path::new("/")), &[sample()]);
         assert_eq!(
             text,
             "PID     COMM         IP RADDR            RPORT LADDR            LPORT\n\
@@ -379,7 +380,7 @@ mod tests {
         let mut later = sample();
         later.ts_ns += 1_234_500_000;
         let args = OutputArgs { timestamp: true, ..Default::default() };
-        let text = render(&mut AcceptText::new(&args), &[sample(), later]);
+        let text = render(&mut AcceptText::new(&args, Path::new("/")), &[sample(), later]);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("TIME(s)  PID     COMM"));
         assert!(lines[1].starts_with("0.000    1234    "));

@@ -26,7 +26,7 @@ pub fn run(args: &TracerArgs) -> Result<()> {
         lifespan: args.lifespan,
     };
     session::run::<TracerSkelBuilder, _>(&args.filter, &args.run, &PLAN, features, |backend| match json {
-        true => Layout::Json(Json::new(backend.name())),
-        false => Layout::Tracer(TracerText::new(&args.output, columns)),
+        true => Layout::Json(Json::new(backend.name(), &args.filter.host_root)),
+        false => Layout::Tracer(TracerText::new(&args.output, columns, &args.filter.host_root)),
     })
 }

@@ -384,6 +384,13 @@ pub fn number(r: &serde_json::Value, key: &str) -> u64 {
     r[key].as_u64().unwrap_or_else(|| panic!("{key} is not a number in {r}"))
 }
 
+/// Waits until no task is left in a cgroup (an exited peer leaves it a moment later).
+pub fn wait_until_empty(dir: &std::path::Path) {
+    wait_until(&format!("{} never emptied", dir.display()), || {
+        std::fs::read_to_string(dir.join("cgroup.procs")).map_or(true, |p| p.trim().is_empty())
+    });
+}
+
 /// Polls `cond` until it holds; fails the test, saying `what` never happened, after DEADLINE.
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + DEADLINE;

@@ -1,0 +1,335 @@
+//! Human names of containers and pods, from files the node already has, read-only, under --host-root
+//! (shared design notes, section 12): kubelet's log symlinks name the namespace, pod and container of any
+//! CRI runtime's container; docker's config.v2.json and podman's containers.json name their containers.
+//! Nobody is asked: no API server, no runtime socket. Every file is read with a size cap, as a regular file
+//! only (a FIFO would block, a symlink loop fails), and checked: a bad one gives no names and one warning.
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use nix::libc;
+use serde_json::Value;
+
+/// Kubelet's symlinks, one per running container: `<pod>_<namespace>_<container>-<64-hex id>.log`.
+const KUBELET_LINKS: &str = "var/log/containers";
+/// Kubelet's pod log directories: `<namespace>_<pod>_<pod uid>`.
+const KUBELET_PODS: &str = "var/log/pods";
+const DOCKER_CONTAINERS: &str = "var/lib/docker/containers";
+const PODMAN_CONTAINERS: &str = "var/lib/containers/storage/overlay-containers/containers.json";
+
+/// A docker config.v2.json is a few kilobytes; podman's containers.json about 1 kB per container.
+const DOCKER_CONFIG_CAP: u64 = 1 << 20;
+const PODMAN_LIST_CAP: u64 = 16 << 20;
+/// Directory entries read per scan of kubelet's directories (a node runs at most a few hundred pods).
+const ENTRIES_CAP: usize = 65536;
+
+/// What the node's files call a container.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// Kubernetes namespace and pod.
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    /// The container's name: in the pod spec under Kubernetes, `docker ps`'s or `podman ps`'s otherwise.
+    pub container: Option<String>,
+}
+
+impl Names {
+    /// The most readable form: `namespace/pod/container` under Kubernetes, else the container's name.
+    pub fn label(&self) -> Option<String> {
+        match (&self.namespace, &self.pod, &self.container) {
+            (Some(ns), Some(pod), Some(c)) => Some(format!("{ns}/{pod}/{c}")),
+            (Some(ns), Some(pod), None) => Some(format!("{ns}/{pod}")),
+            (_, _, Some(c)) => Some(c.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// The node's name files, and what was last read from those that name many containers at once.
+pub struct NameFiles {
+    root: PathBuf,
+    /// Kubelet's symlinks, by container ID, as of the directory's modification time.
+    kubelet: Listing<HashMap<String, Names>>,
+    /// Pod UID -> (namespace, pod), from kubelet's pod directories.
+    pods: Listing<HashMap<String, (String, String)>>,
+    /// Podman's containers, by ID.
+    podman: Listing<HashMap<String, String>>,
+    warned: HashSet<PathBuf>,
+}
+
+/// A file or directory read whole, kept until its modification time changes.
+struct Listing<T> {
+    mtime: Option<SystemTime>,
+    content: T,
+}
+
+impl<T: Default> Default for Listing<T> {
+    fn default() -> Self {
+        Listing { mtime: None, content: T::default() }
+    }
+}
+
+impl NameFiles {
+    pub fn new(host_root: &Path) -> NameFiles {
+        NameFiles {
+            root: host_root.to_path_buf(),
+            kubelet: Listing::default(),
+            pods: Listing::default(),
+            podman: Listing::default(),
+            warned: HashSet::new(),
+        }
+    }
+
+    /// The names of a container, from what its cgroup said: its ID, runtime and pod UID.
+    pub fn names(&mut self, container_id: &str, runtime: Option<&str>, pod_uid: Option<&str>) -> Names {
+        let mut names = Names::default();
+        if let Some(uid) = pod_uid {
+            self.refresh_kubelet();
+            if let Some(found) = self.kubelet.content.get(container_id) {
+                names = found.clone();
+            } else if let Some((ns, pod)) = self.pods.content.get(uid) {
+                // No symlink (not made yet, or its name cut at 255 bytes): the pod is still known.
+                (names.namespace, names.pod) = (Some(ns.clone()), Some(pod.clone()));
+            }
+            return names;
+        }
+        names.container = match runtime {
+            Some("docker") => self.docker_name(container_id),
+            Some("podman") => self.podman_name(container_id),
+            _ => None,
+        };
+        names
+    }
+
+    /// IDs of the docker and podman containers named `name` (--container NAME).
+    pub fn ids_named(&mut self, name: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        self.refresh_podman();
+        ids.extend(self.podman.content.iter().filter(|(_, n)| *n == name).map(|(id, _)| id.clone()));
+        for id in dir_names(&self.root.join(DOCKER_CONTAINERS)).into_iter().filter(|id| is_container_id(id)) {
+            if self.docker_name(&id).as_deref() == Some(name) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    fn docker_name(&mut self, id: &str) -> Option<String> {
+        let path = self.root.join(DOCKER_CONTAINERS).join(id).join("config.v2.json");
+        let config = self.read_json(&path, DOCKER_CONFIG_CAP)?;
+        let name = config.get("Name").and_then(Value::as_str).map(|n| n.trim_start_matches('/'));
+        self.checked(&path, name, is_docker_name)
+    }
+
+    fn podman_name(&mut self, id: &str) -> Option<String> {
+        self.refresh_podman();
+        self.podman.content.get(id).cloned()
+    }
+
+    fn refresh_podman(&mut self) {
+        let path = self.root.join(PODMAN_CONTAINERS);
+        let Some(mtime) = changed(&path, self.podman.mtime) else { return };
+        self.podman = Listing { mtime: Some(mtime), content: HashMap::new() };
+        let Some(list) = self.read_json(&path, PODMAN_LIST_CAP) else { return };
+        let Some(entries) = list.as_array() else {
+            self.warn(&path, "not a list of containers");
+            return;
+        };
+        for entry in entries {
+            let id = entry.get("id").and_then(Value::as_str).filter(|id| is_container_id(id));
+            let name = entry.get("names").and_then(Value::as_array).and_then(|n| n.first()).and_then(Value::as_str);
+            match (id, name) {
+                (Some(id), Some(name)) if is_docker_name(name) => {
+                    self.podman.content.insert(id.to_string(), name.to_string());
+                }
+                (Some(_), Some(_)) => self.warn(&path, "a container name with unexpected characters"),
+                _ => {}
+            }
+        }
+    }
+
+    fn refresh_kubelet(&mut self) {
+        let links = self.root.join(KUBELET_LINKS);
+        if let Some(mtime) = changed(&links, self.kubelet.mtime) {
+            let content = dir_names(&links).iter().filter_map(|n| kubelet_link(n)).collect();
+            self.kubelet = Listing { mtime: Some(mtime), content };
+        }
+        let pods = self.root.join(KUBELET_PODS);
+        if let Some(mtime) = changed(&pods, self.pods.mtime) {
+            let content = dir_names(&pods).iter().filter_map(|n| kubelet_pod_dir(n)).collect();
+            self.pods = Listing { mtime: Some(mtime), content };
+        }
+    }
+
+    /// A JSON file, whole, if it is a regular file within `cap` bytes; else a warning (once per file).
+    fn read_json(&mut self, path: &Path, cap: u64) -> Option<Value> {
+        let bytes = match read_capped(path, cap) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return None, // not there (yet): no warning
+            Err(why) => {
+                self.warn(path, &why);
+                return None;
+            }
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.warn(path, &format!("not valid JSON ({})", json_error(&e)));
+                None
+            }
+        }
+    }
+
+    fn checked(&mut self, path: &Path, name: Option<&str>, valid: fn(&str) -> bool) -> Option<String> {
+        match name {
+            Some(name) if valid(name) => Some(name.to_string()),
+            Some(_) => {
+                self.warn(path, "a name with unexpected characters");
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// One line on stderr per file, however often it is read: what is wrong, never what it holds.
+    fn warn(&mut self, path: &Path, why: &str) {
+        if self.warned.insert(path.to_path_buf()) {
+            eprintln!("tcpkit: warning: {}: {why}; names from it are left out", path.display());
+        }
+    }
+}
+
+/// What is wrong with a JSON file, in a word: never what it holds.
+fn json_error(e: &serde_json::Error) -> &'static str {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Io => "unreadable",
+        Category::Syntax => "a syntax error",
+        Category::Data => "unexpected data",
+        Category::Eof => "truncated",
+    }
+}
+
+/// The modification time of `path` if it differs from `known` (a file or directory that appeared, changed
+/// or went away; gone reads as the epoch).
+fn changed(path: &Path, known: Option<SystemTime>) -> Option<SystemTime> {
+    let mtime = std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+    (known != Some(mtime)).then_some(mtime)
+}
+
+/// The file's bytes: Ok(None) when it does not exist, Err(why) when it is not a regular file, is larger
+/// than `cap` or cannot be read. Opened without blocking (a FIFO in its place must not hang tcpkit).
+fn read_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, String> {
+    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot be opened ({e})")),
+    };
+    let meta = file.metadata().map_err(|e| format!("cannot be read ({e})"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > cap {
+        return Err(format!("larger than {} kB", cap / 1024));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    File::take(file, cap + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot be read ({e})"))?;
+    if bytes.len() as u64 > cap {
+        return Err(format!("larger than {} kB", cap / 1024));
+    }
+    Ok(Some(bytes))
+}
+
+/// Names of the entries of a directory (UTF-8 ones; at most ENTRIES_CAP), empty when it is not there.
+fn dir_names(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.take(ENTRIES_CAP).flatten().filter_map(|e| e.file_name().into_string().ok()).collect()
+}
+
+/// `<pod>_<namespace>_<container>-<id>.log` -> (id, names). Names are DNS-1123, so none holds a `_`, and the
+/// ID follows the last `-`; a name cut at 255 bytes leaves no whole ID, and no answer.
+fn kubelet_link(file: &str) -> Option<(String, Names)> {
+    let (names, id) = file.strip_suffix(".log")?.rsplit_once('-')?;
+    let mut parts = names.split('_');
+    let (pod, namespace, container) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !is_container_id(id) || ![pod, namespace, container].iter().all(|n| is_dns_name(n)) {
+        return None;
+    }
+    let names = Names {
+        namespace: Some(namespace.to_string()),
+        pod: Some(pod.to_string()),
+        container: Some(container.to_string()),
+    };
+    Some((id.to_string(), names))
+}
+
+/// `<namespace>_<pod>_<uid>` -> (uid, (namespace, pod)).
+fn kubelet_pod_dir(dir: &str) -> Option<(String, (String, String))> {
+    let mut parts = dir.split('_');
+    let (namespace, pod, uid) = (parts.next()?, parts.next()?, parts.next()?);
+    let uid_ok = uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    if parts.next().is_some() || !uid_ok || !is_dns_name(namespace) || !is_dns_name(pod) {
+        return None;
+    }
+    Some((uid.to_string(), (namespace.to_string(), pod.to_string())))
+}
+
+pub fn is_container_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Kubernetes object names: DNS-1123 (lowercase letters, digits, `-` and `.`), at most 253 characters.
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// Docker's and podman's container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn is_docker_name(s: &str) -> bool {
+    s.len() <= 253
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn reads_kubelet_link_names() {
+        let (id, names) = kubelet_link(&format!("web-7d4b9-x2k_shop_nginx-{ID}.log")).unwrap();
+        assert_eq!(id, ID);
+        assert_eq!(names.label().as_deref(), Some("shop/web-7d4b9-x2k/nginx"));
+        for bad in [
+            format!("web_shop_nginx-{}.log", &ID[..60]), // cut at 255 bytes
+            format!("web_shop-{ID}.log"),
+            format!("web_shop_nginx_x-{ID}.log"),
+            format!("Web_shop_nginx-{ID}.log"),
+            format!("web_shop_nginx-{ID}.txt"),
+            format!("web_sh\u{7}op_nginx-{ID}.log"),
+        ] {
+            assert_eq!(kubelet_link(&bad), None, "{bad}");
+        }
+        let uid = "5e0b5a4b-7f0a-4c1e-9d3b-2a1f0e9c8b7a";
+        assert_eq!(kubelet_pod_dir(&format!("shop_web-1_{uid}")), Some((uid.into(), ("shop".into(), "web-1".into()))));
+        assert_eq!(kubelet_pod_dir("shop_web-1_not-a-uid"), None);
+    }
+
+    #[test]
+    fn container_names_are_dockers_pattern() {
+        for good in ["redis-cache", "a", "web_1.x"] {
+            assert!(is_docker_name(good), "{good}");
+        }
+        for bad in ["", "/redis", "-x", "a b", "a\nb", "ä"] {
+            assert!(!is_docker_name(bad), "{bad:?}");
+        }
+    }
+}

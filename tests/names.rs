@@ -1,0 +1,257 @@
+//! Container and pod names from the node's own files (issue 25), under --host-root: kubelet's log directories
+//! and symlinks, docker's config.v2.json and podman's containers.json, laid out here exactly as those
+//! programs write them (kubelet's kuberuntime log layout, moby's container store, containers/storage's
+//! container list: none of them runs on this machine), beside real cgroups named as each runtime names them,
+//! each with a real process in it. The names must land on the right records, show in -C's column, select a
+//! container with --container NAME, arrive on later lines when the files come after the first connection,
+//! and a bad file must give no names and one warning, never a crash or a hang.
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::path::PathBuf;
+
+use common::*;
+
+const POD_UID: &str = "0b7e3a52-41d6-4c8e-9f21-6a5b4c3d2e1f";
+const KUBE_ID: &str = "4f1c2b3a5d6e7f804f1c2b3a5d6e7f804f1c2b3a5d6e7f804f1c2b3a5d6e7f80";
+const DOCKER_ID: &str = "d0c4e7d0c4e7aa11d0c4e7d0c4e7aa11d0c4e7d0c4e7aa11d0c4e7d0c4e7aa11";
+const PODMAN_ID: &str = "90d3a490d3a4bb2290d3a490d3a4bb2290d3a490d3a4bb2290d3a490d3a4bb22";
+
+/// A directory standing for the node's root (--host-root), removed at the end.
+struct HostRoot(PathBuf);
+
+impl HostRoot {
+    fn new(name: &str) -> HostRoot {
+        let dir = std::env::temp_dir().join(format!("tcpkit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        HostRoot(dir)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    fn write(&self, path: &str, bytes: &[u8]) -> PathBuf {
+        let file = self.0.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, bytes).unwrap();
+        file
+    }
+
+    /// Kubelet's pod log directory with one container's first log file, as BuildPodLogsDirectory and
+    /// BuildContainerLogsDirectory lay it out.
+    fn kubelet_pod(&self, namespace: &str, pod: &str, uid: &str, container: &str) -> String {
+        let log = format!("var/log/pods/{namespace}_{pod}_{uid}/{container}/0.log");
+        self.write(&log, b"");
+        format!("/{log}")
+    }
+
+    /// Kubelet's symlink for a started container (legacy.go's logSymlink), pointing at its log file.
+    fn kubelet_link(&self, namespace: &str, pod: &str, container: &str, id: &str, log: &str) {
+        let dir = self.0.join("var/log/containers");
+        std::fs::create_dir_all(&dir).unwrap();
+        symlink(log, dir.join(format!("{pod}_{namespace}_{container}-{id}.log"))).unwrap();
+    }
+
+    /// Docker's container store: config.v2.json as moby writes it (its environment included, which tcpkit
+    /// must never show), and the Name with its leading `/`.
+    fn docker(&self, id: &str, name: &str) {
+        let config = format!(
+            r#"{{"StreamConfig":{{}},"State":{{"Running":true,"Paused":false,"Restarting":false,"OOMKilled":false,"RemovalInProgress":false,"Dead":false,"Pid":4242,"ExitCode":0,"Error":"","StartedAt":"2026-12-05T10:00:00.123456789Z","FinishedAt":"0001-01-01T00:00:00Z","Health":null}},"ID":"{id}","Created":"2026-12-05T09:59:59.987654321Z","Managed":false,"Path":"docker-entrypoint.sh","Args":["redis-server"],"Config":{{"Hostname":"{short}","Domainname":"","User":"","AttachStdin":false,"AttachStdout":false,"AttachStderr":false,"ExposedPorts":{{"6379/tcp":{{}}}},"Tty":false,"OpenStdin":false,"StdinOnce":false,"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","REDIS_PASSWORD=do-not-print-me"],"Cmd":["redis-server"],"Image":"redis:7","Volumes":{{"/data":{{}}}},"WorkingDir":"/data","Entrypoint":["docker-entrypoint.sh"],"OnBuild":null,"Labels":{{}}}},"Image":"sha256:{id}","ImageManifest":null,"NetworkSettings":{{"Bridge":"","SandboxID":"","HairpinMode":false,"LinkLocalIPv6Address":"","LinkLocalIPv6PrefixLen":0,"Networks":{{}},"Service":null,"Ports":{{}},"SandboxKey":"","SecondaryIPAddresses":null,"SecondaryIPv6Addresses":null,"IsAnonymousEndpoint":false,"HasSwarmEndpoint":false}},"LogPath":"/var/lib/docker/containers/{id}/{id}-json.log","Name":"/{name}","Driver":"overlay2","OS":"linux","RestartCount":0,"HasBeenStartedBefore":true,"HasBeenManuallyStopped":false,"MountPoints":{{}},"SecretReferences":null,"ConfigReferences":null,"MountLabel":"","ProcessLabel":"","AppArmorProfile":"docker-default","SeccompProfile":"","NoNewPrivileges":false,"HostnamePath":"/var/lib/docker/containers/{id}/hostname","HostsPath":"/var/lib/docker/containers/{id}/hosts","ShmPath":"/var/lib/docker/containers/{id}/mounts/shm","ResolvConfPath":"/var/lib/docker/containers/{id}/resolv.conf","LocalLogCacheMeta":{{"HaveNotifyEnabled":false}}}}"#,
+            short = &id[..12]
+        );
+        self.write(&format!("var/lib/docker/containers/{id}/config.v2.json"), config.as_bytes());
+    }
+
+    /// Root podman's container list (containers/storage's containers.json: one line, Go's encoding).
+    fn podman(&self, entries: &[(&str, &str)]) {
+        let list: Vec<String> = entries
+            .iter()
+            .map(|(id, name)| {
+                format!(
+                    r#"{{"id":"{id}","names":["{name}"],"image":"{image}","layer":"{layer}","metadata":"{{\"image-name\":\"localhost/web:latest\",\"image-id\":\"{image}\",\"name\":\"{name}\",\"created-at\":1796500000,\"mountlabel\":\"\"}}","big-data-names":["volatile.json"],"big-data-sizes":{{"volatile.json":1207}},"big-data-digests":{{"volatile.json":"sha256:{image}"}},"created":"2026-12-05T10:00:00.123456789Z","flags":{{"MountLabel":"","ProcessLabel":""}}}}"#,
+                    image = id.chars().rev().collect::<String>(),
+                    layer = id.replace('0', "f"),
+                )
+            })
+            .collect();
+        self.write(
+            "var/lib/containers/storage/overlay-containers/containers.json",
+            format!("[{}]", list.join(",")).as_bytes(),
+        );
+    }
+}
+
+impl Drop for HostRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A listening peer in a new cgroup below `base` at `layout`.
+fn server_in(base: &Cgroup, layout: &str) -> (Cgroup, Peer) {
+    let leaf = base.child(layout);
+    let server = Peer::listen(&[], &["--count", "1000"]);
+    leaf.add(server.pid);
+    (leaf, server)
+}
+
+/// One connection to `server`, and its accept record from `tcpkit`.
+fn accept_record(tcpkit: &mut Tcpkit, server: &mut Peer) -> serde_json::Value {
+    let (c, cport) = connect(v4(server.port));
+    server.expect_accepted(cport);
+    drop(c);
+    record(tcpkit, "accept", server.port, cport)
+}
+
+fn names_of(r: &serde_json::Value) -> [Option<&str>; 3] {
+    [r["namespace"].as_str(), r["pod"].as_str(), r["container"].as_str()]
+}
+
+/// Removes a layout's directories, deepest first, once its tasks are gone.
+fn remove_layout(leaf: Cgroup, base: &Cgroup) {
+    wait_until_empty(leaf.path());
+    let mut dir = leaf.path().to_path_buf();
+    drop(leaf);
+    while dir.pop() && dir != base.path() {
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
+#[test]
+fn records_and_the_column_name_kubernetes_docker_and_podman_containers() {
+    let root = HostRoot::new("names");
+    let log = root.kubelet_pod("shop", "web-7d4b9-x2k", POD_UID, "nginx");
+    root.kubelet_link("shop", "web-7d4b9-x2k", "nginx", KUBE_ID, &log);
+    root.docker(DOCKER_ID, "redis-cache");
+    root.podman(&[(PODMAN_ID, "web-frontend")]);
+    let uid_ = POD_UID.replace('-', "_");
+    let base = Cgroup::new();
+    let kube = format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{KUBE_ID}.scope"
+    );
+    let mut servers = vec![
+        (server_in(&base, &kube), [Some("shop"), Some("web-7d4b9-x2k"), Some("nginx")], "shop/web-7d4b9-x2k/nginx"),
+        (
+            server_in(&base, &format!("system.slice/docker-{DOCKER_ID}.scope")),
+            [None, None, Some("redis-cache")],
+            "redis-cache",
+        ),
+        (
+            server_in(&base, &format!("libpod_parent/libpod-{PODMAN_ID}")),
+            [None, None, Some("web-frontend")],
+            "web-frontend",
+        ),
+    ];
+    let ports: Vec<String> = servers.iter().map(|((_, s), _, _)| s.port.to_string()).collect();
+    let ports = ports.join(",");
+    let mut json = Tcpkit::start_json(&["accept", "--host-root", root.path(), "-P", &ports]);
+    let mut column = Tcpkit::start(&["accept", "-C", "--host-root", root.path(), "-P", &ports]);
+    let mut only_redis = Tcpkit::start_json(&["tracer", "--host-root", root.path(), "--container", "redis-cache"]);
+    for ((_, server), names, label) in &mut servers {
+        let r = accept_record(&mut json, server);
+        assert_eq!(names_of(&r), *names, "{r}");
+        assert!(r["container_id"].is_string(), "the IDs stay: {r}");
+        let row = column.expect_line(&format!("the {label} row"), |l| l.starts_with(&format!("{} ", server.pid)));
+        assert!(row.trim_end().ends_with(&format!(" {label}")), "the CONTAINER column: {row:?}");
+        assert!(!json.stderr().contains("do-not-print-me") && !column.stderr().contains("do-not-print-me"));
+    }
+    // --container NAME kept the docker container's tasks only: its accept and close, none of the others'.
+    let redis = format!("\"pid\":{},", servers[1].0 .1.pid);
+    only_redis.expect_line("redis-cache's accept", |l| l.contains(&redis) && l.contains("\"type\":\"accept\""));
+    let kept = only_redis.stop_and_collect();
+    assert!(kept.iter().all(|l| l.contains(&redis) && l.contains("\"container\":\"redis-cache\"")), "{kept:#?}");
+    assert_usage_error(&["tracer", "--host-root", root.path(), "--container", "no-such-name"], "has that name");
+    assert_usage_error(
+        &["tracer", "--host-root", "/nonexistent/root"],
+        "--host-root /nonexistent/root: not a directory",
+    );
+    drop((json, column));
+    for ((leaf, server), _, _) in servers {
+        drop(server);
+        remove_layout(leaf, &base);
+    }
+}
+
+#[test]
+fn names_written_after_the_first_connection_show_on_later_lines() {
+    // Kubelet makes the symlink only once the container has started: its first connections find no names
+    // (the pod is already known from its log directory), later ones find them all.
+    let root = HostRoot::new("late-names");
+    let log = root.kubelet_pod("shop", "late-1", POD_UID, "app");
+    let base = Cgroup::new();
+    let uid_ = POD_UID.replace('-', "_");
+    let layout = format!("kubepods.slice/kubepods-pod{uid_}.slice/cri-containerd-{KUBE_ID}.scope");
+    let (leaf, mut server) = server_in(&base, &layout);
+    let mut tcpkit = Tcpkit::start_json(&["accept", "--host-root", root.path(), "-P", &server.port.to_string()]);
+    let first = accept_record(&mut tcpkit, &mut server);
+    assert_eq!(names_of(&first), [Some("shop"), Some("late-1"), None], "the pod before its symlink: {first}");
+    root.kubelet_link("shop", "late-1", "app", KUBE_ID, &log);
+    // Looked for again at most once a second: a later connection has them.
+    let mut later = first;
+    wait_until("the names on a later accept", || {
+        later = accept_record(&mut tcpkit, &mut server);
+        later["container"].is_string()
+    });
+    assert_eq!(names_of(&later), [Some("shop"), Some("late-1"), Some("app")], "{later}");
+    drop(tcpkit);
+    drop(server);
+    remove_layout(leaf, &base);
+}
+
+#[test]
+fn bad_name_files_give_no_names_and_one_warning_each() {
+    // Docker containers whose config.v2.json is each wrong in its own way, and a podman list too large:
+    // each record has no container name, stderr says once per file what is wrong, and tcpkit goes on.
+    let root = HostRoot::new("bad-names");
+    let id = |n: u8| format!("{:x}", n).repeat(64);
+    let config = |n: u8| format!("var/lib/docker/containers/{}/config.v2.json", id(n));
+    root.write(&config(1), br#"{"ID":"x","Name":"/trunc"#);
+    root.write(&config(2), b"{\"Name\":\"/non-utf8-\xff\xfe\"}");
+    root.write(&config(3), &[b'['; 100_000]);
+    root.write(&config(4), format!(r#"{{"Name":"/{}"}}"#, "x".repeat(2 << 20)).as_bytes());
+    root.write(&config(5), "{\"Name\":\"/evil\\u001b[31mred\"}".as_bytes());
+    let fifo = root.0.join(config(6));
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let looped = root.0.join(config(7));
+    std::fs::create_dir_all(looped.parent().unwrap()).unwrap();
+    symlink(&looped, &looped).unwrap();
+    let base = Cgroup::new();
+    let (leaf, mut server) = server_in(&base, "bad");
+    let mut tcpkit = Tcpkit::start_json(&["accept", "--host-root", root.path(), "-P", &server.port.to_string()]);
+    let mut warned = Vec::new();
+    for n in 1..=7 {
+        // The same server moved into each container's cgroup (cgroupfs layout: docker/<id>) in turn.
+        let cgroup = base.child(&format!("docker/{}", id(n)));
+        cgroup.add(server.pid);
+        for _ in 0..2 {
+            let r = accept_record(&mut tcpkit, &mut server);
+            assert_eq!((r["container_id"].as_str(), names_of(&r)), (Some(&*id(n)), [None, None, None]), "{r}");
+        }
+        leaf.add(server.pid);
+        warned.push(cgroup);
+    }
+    let stderr = tcpkit.stderr();
+    for (n, why) in [
+        (1, "not valid JSON (truncated)"),
+        (2, "not valid JSON"),
+        (3, "not valid JSON"),
+        (4, "larger than 1024 kB"),
+        (5, "a name with unexpected characters"),
+        (6, "not a regular file"),
+        (7, "cannot be opened"),
+    ] {
+        let path = root.0.join(config(n)).display().to_string();
+        let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(&path)).collect();
+        assert_eq!(lines.len(), 1, "one warning for {path}: {stderr}");
+        assert!(lines[0].contains(why) && lines[0].starts_with("tcpkit: warning: "), "{}", lines[0]);
+    }
+    assert!(!stderr.contains('\u{1b}'), "nothing from the files themselves: {stderr:?}");
+    drop(tcpkit);
+    drop(server);
+    drop(warned);
+    remove_layout(leaf, &base);
+    let _ = std::fs::remove_dir(base.path().join("docker"));
+}
