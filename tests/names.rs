@@ -13,9 +13,14 @@ use std::path::PathBuf;
 use common::*;
 
 const POD_UID: &str = "0b7e3a52-41d6-4c8e-9f21-6a5b4c3d2e1f";
-const KUBE_ID: &str = "4f1c2b3a5d6e7f804f1c2b3a5d6e7f804f1c2b3a5d6e7f804f1c2b3a5d6e7f80";
-const DOCKER_ID: &str = "d0c4e7d0c4e7aa11d0c4e7d0c4e7aa11d0c4e7d0c4e7aa11d0c4e7d0c4e7aa11";
-const PODMAN_ID: &str = "90d3a490d3a4bb2290d3a490d3a4bb2290d3a490d3a4bb2290d3a490d3a4bb22";
+
+/// A container ID of this test process's own (`kind` in its first two digits): --container looks IDs up
+/// over the whole cgroup tree, where another run's directories may be.
+fn container_id(kind: u8) -> String {
+    let mut id = format!("{:08x}", std::process::id()).repeat(8);
+    id.replace_range(0..2, &format!("{kind:02x}"));
+    id
+}
 
 /// A directory standing for the node's root (--host-root), removed at the end.
 struct HostRoot(PathBuf);
@@ -121,25 +126,27 @@ fn remove_layout(leaf: Cgroup, base: &Cgroup) {
 
 #[test]
 fn records_and_the_column_name_kubernetes_docker_and_podman_containers() {
+    let ids = [container_id(0xa1), container_id(0xd0), container_id(0x90)];
+    let [kube_id, docker_id, podman_id] = [ids[0].as_str(), ids[1].as_str(), ids[2].as_str()];
     let root = HostRoot::new("names");
     let log = root.kubelet_pod("shop", "web-7d4b9-x2k", POD_UID, "nginx");
-    root.kubelet_link("shop", "web-7d4b9-x2k", "nginx", KUBE_ID, &log);
-    root.docker(DOCKER_ID, "redis-cache");
-    root.podman(&[(PODMAN_ID, "web-frontend")]);
+    root.kubelet_link("shop", "web-7d4b9-x2k", "nginx", kube_id, &log);
+    root.docker(docker_id, "redis-cache");
+    root.podman(&[(podman_id, "web-frontend")]);
     let uid_ = POD_UID.replace('-', "_");
     let base = Cgroup::new();
     let kube = format!(
-        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{KUBE_ID}.scope"
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{kube_id}.scope"
     );
     let mut servers = vec![
         (server_in(&base, &kube), [Some("shop"), Some("web-7d4b9-x2k"), Some("nginx")], "shop/web-7d4b9-x2k/nginx"),
         (
-            server_in(&base, &format!("system.slice/docker-{DOCKER_ID}.scope")),
+            server_in(&base, &format!("system.slice/docker-{docker_id}.scope")),
             [None, None, Some("redis-cache")],
             "redis-cache",
         ),
         (
-            server_in(&base, &format!("libpod_parent/libpod-{PODMAN_ID}")),
+            server_in(&base, &format!("libpod_parent/libpod-{podman_id}")),
             [None, None, Some("web-frontend")],
             "web-frontend",
         ),
@@ -176,18 +183,20 @@ fn records_and_the_column_name_kubernetes_docker_and_podman_containers() {
 
 #[test]
 fn names_written_after_the_first_connection_show_on_later_lines() {
+    let id = container_id(0xa2);
+    let kube_id = id.as_str();
     // Kubelet makes the symlink only once the container has started: its first connections find no names
     // (the pod is already known from its log directory), later ones find them all.
     let root = HostRoot::new("late-names");
     let log = root.kubelet_pod("shop", "late-1", POD_UID, "app");
     let base = Cgroup::new();
     let uid_ = POD_UID.replace('-', "_");
-    let layout = format!("kubepods.slice/kubepods-pod{uid_}.slice/cri-containerd-{KUBE_ID}.scope");
+    let layout = format!("kubepods.slice/kubepods-pod{uid_}.slice/cri-containerd-{kube_id}.scope");
     let (leaf, mut server) = server_in(&base, &layout);
     let mut tcpkit = Tcpkit::start_json(&["accept", "--host-root", root.path(), "-P", &server.port.to_string()]);
     let first = accept_record(&mut tcpkit, &mut server);
     assert_eq!(names_of(&first), [Some("shop"), Some("late-1"), None], "the pod before its symlink: {first}");
-    root.kubelet_link("shop", "late-1", "app", KUBE_ID, &log);
+    root.kubelet_link("shop", "late-1", "app", kube_id, &log);
     // Looked for again at most once a second: a later connection has them.
     let mut later = first;
     wait_until("the names on a later accept", || {

@@ -656,7 +656,10 @@ pub struct Cgroup(PathBuf);
 
 impl Cgroup {
     pub fn new() -> Cgroup {
-        let dir = cgroup2_root().join(format!("tcpkit-test-{}", std::process::id()));
+        // One directory per call: a test removes its whole tree when it ends, never another test's.
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = cgroup2_root().join(format!("tcpkit-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("creating a cgroup");
         Cgroup(dir)
     }
@@ -683,7 +686,27 @@ impl Cgroup {
 }
 
 impl Drop for Cgroup {
+    /// Removes the cgroup and everything below it, deepest first, also when a test failed midway (a stale
+    /// directory named like a container would be found by the next run's lookups); killed peers leave their
+    /// cgroups a moment after they die, so it tries for up to 2 s.
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
+        let end = Instant::now() + Duration::from_secs(2);
+        while self.0.exists() && Instant::now() < end {
+            remove_tree(&self.0);
+            if self.0.exists() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
+}
+
+fn remove_tree(dir: &std::path::Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
