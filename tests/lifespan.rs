@@ -154,11 +154,7 @@ mod any_backend {
 
     #[test]
     fn a_connection_from_before_start_has_no_lifespan() {
-        let mut server = Peer::listen(&[], &["--end", "hold"]);
-        let target = v4(server.port).to_string();
-        let mut client = Peer::spawn(&[], "connect", &["--addr", &target, "--send", "5", "--end", "hold"]);
-        let (cport, _) = reported(&mut client, "connected", 1)[0];
-        server.expect_accepted(cport);
+        let (mut server, mut client, cport) = held_connection();
         let mut tcpkit = start_lifespan(&[]);
         client.release();
         let line = tcpkit.expect_line("the client's X", row_of("X", cport, server.port));

@@ -277,11 +277,7 @@ mod any_backend {
 
     #[test]
     fn a_connection_from_before_start_has_its_rtt_but_no_handshake() {
-        let mut server = Peer::listen(&[], &["--end", "hold"]);
-        let target = v4(server.port).to_string();
-        let mut client = Peer::spawn(&[], "connect", &["--addr", &target, "--send", "5", "--end", "hold"]);
-        let (cport, _) = reported(&mut client, "connected", 1)[0];
-        server.expect_accepted(cport);
+        let (mut server, mut client, cport) = held_connection();
         let mut tcpkit = Tcpkit::start_json(&["tracer"]);
         client.release();
         let x = record(&mut tcpkit, "close", cport, server.port);

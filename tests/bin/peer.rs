@@ -674,12 +674,8 @@ fn lossy(send: usize, down: Duration, close_first: bool) {
     }
     drop(server);
     if close_first {
-        // Both ends' full sockets must be closed before the namespace's count is their whole story: what is
-        // left is the listener (0A) and time-wait sockets (FIN_WAIT2 05 or TIME_WAIT 06 of an orphan).
-        let open = |l: &str| !matches!(l.split_whitespace().nth(3), Some("0A" | "05" | "06"));
-        while std::fs::read_to_string("/proc/net/tcp").unwrap().lines().skip(1).any(open) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // Both ends' full sockets must be closed before the namespace's count is their whole story.
+        wait_until_only_listeners_and_time_wait();
         say(&format!("retranssegs {}", snmp_tcp("RetransSegs")));
     }
 }
@@ -708,7 +704,12 @@ fn orphans(count: usize, send: usize, down: Duration) {
     for mut server in servers {
         let _ = io::copy(&mut server, &mut io::sink());
     }
-    // Closed for good: nothing left but the listener and time-wait sockets (FIN_WAIT2 05, TIME_WAIT 06).
+    wait_until_only_listeners_and_time_wait();
+}
+
+/// Waits until this network namespace's full TCP sockets are all closed: what is left is listeners (0A) and
+/// time-wait sockets (FIN_WAIT2 05 or TIME_WAIT 06 of an orphan).
+fn wait_until_only_listeners_and_time_wait() {
     let open = |l: &str| !matches!(l.split_whitespace().nth(3), Some("0A" | "05" | "06"));
     while std::fs::read_to_string("/proc/net/tcp").unwrap().lines().skip(1).any(open) {
         std::thread::sleep(Duration::from_millis(10));

@@ -73,6 +73,17 @@ pub fn one_connection(
 }
 
 /// The columns of a default-layout row (no time columns), whatever columns --failed and -L append.
+/// A connection between two peers that hold it open until released, the client having sent 5 bytes:
+/// (server, client, client port). For connections made before tcpkit starts.
+pub fn held_connection() -> (Peer, Peer, u16) {
+    let mut server = Peer::listen(&[], &["--end", "hold"]);
+    let target = v4(server.port).to_string();
+    let mut client = Peer::spawn(&[], "connect", &["--addr", &target, "--send", "5", "--end", "hold"]);
+    let (cport, _) = reported(&mut client, "connected", 1)[0];
+    server.expect_accepted(cport);
+    (server, client, cport)
+}
+
 pub fn columns(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()
 }
