@@ -87,9 +87,7 @@ fn accepts_report_their_wait_in_the_queue_and_the_backlog_counting_down() {
     let waited_from = Instant::now();
     std::thread::sleep(WAIT);
     server.go();
-    for p in &ports {
-        server.expect_accepted(*p);
-    }
+    server.expect_accepted_all(&ports);
     let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
     let longest = waited_from.elapsed().as_nanos() as u64 + 1_000_000_000; // the handshakes came before
     for tcpkit in [&mut tracer, &mut accept] {

@@ -502,6 +502,25 @@ impl Peer {
         assert!(found.is_some(), "peer {} never accepted the connection from port {rport}", self.pid);
     }
 
+    /// Waits for the peer's reports of accepts from every port in `rports`, in any order: connections made
+    /// one after another need not reach the accept queue in that order (the client's last ACK of each
+    /// handshake may be processed on another CPU's backlog).
+    pub fn expect_accepted_all(&mut self, rports: &[u16]) {
+        let mut left: Vec<u16> = rports.to_vec();
+        while !left.is_empty() {
+            let found = self
+                .out
+                .find(DEADLINE, |l| l.starts_with("accepted ") && left.iter().any(|p| l.ends_with(&format!(" {p}"))));
+            let Some(line) = found else {
+                panic!(
+                    "peer {} never accepted the connections from ports {left:?}; it printed {:?}",
+                    self.pid, self.out.seen
+                )
+            };
+            left.retain(|p| !line.ends_with(&format!(" {p}")));
+        }
+    }
+
     /// Closes the peer's stdin: a peer that holds its connections (--hold, --end hold, hold-reset) now
     /// ends them and exits.
     pub fn release(&mut self) {
