@@ -23,8 +23,17 @@ pub struct Limits {
     pub duration: Option<Duration>,
 }
 
-/// Reads events until asked to stop. `lost` reads the kernel's count of events dropped on a full ring.
-pub fn run(events: &dyn MapCore, lost: impl Fn() -> u64, format: &mut impl Format, limits: Limits) -> Result<()> {
+/// The kernel's counts of what tcpkit could not keep, each since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Losses {
+    /// Events that found the ring buffer full.
+    pub events: u64,
+    /// Connections whose entry the kernel refused to store in tcpkit's maps (their events may be missing).
+    pub unremembered: u64,
+}
+
+/// Reads events until asked to stop. `losses` reads the kernel's counts of what it could not keep.
+pub fn run(events: &dyn MapCore, losses: impl Fn() -> Losses, format: &mut impl Format, limits: Limits) -> Result<()> {
     let out = RefCell::new(Output::stdout().context(|| "opening standard output".into())?);
     let write_error: RefCell<Option<io::Error>> = RefCell::new(None);
     let deadline = limits.duration.map(|d| Instant::now() + d);
@@ -60,7 +69,7 @@ pub fn run(events: &dyn MapCore, lost: impl Fn() -> u64, format: &mut impl Forma
         .context(|| "setting up the ring buffer".into())?;
     let ring = builder.build().context(|| "setting up the ring buffer".into())?;
 
-    let mut reported_lost = 0;
+    let mut reported = Losses::default();
     let mut timeout = crate::output::FLUSH_INTERVAL;
     while !signals::stop_requested() && !count_reached.get() {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -80,7 +89,7 @@ pub fn run(events: &dyn MapCore, lost: impl Fn() -> u64, format: &mut impl Forma
         if rc < 0 && rc != -EINTR && !count_reached.get() {
             return Err(Error::runtime(format!("reading the ring buffer: {}", io::Error::from_raw_os_error(-rc))));
         }
-        reported_lost = match report_lost(lost(), reported_lost, &mut **format.borrow_mut(), &mut out.borrow_mut()) {
+        reported = match report_losses(losses(), reported, &mut **format.borrow_mut(), &mut out.borrow_mut()) {
             Ok(n) => n,
             Err(e) => return quiet_if_broken_pipe(e),
         };
@@ -98,24 +107,37 @@ pub fn run(events: &dyn MapCore, lost: impl Fn() -> u64, format: &mut impl Forma
     if let Some(err) = write_error.borrow_mut().take() {
         return quiet_if_broken_pipe(err);
     }
-    let total_lost = lost();
+    let total = losses();
     let mut out = out.borrow_mut();
-    let ended = report_lost(total_lost, reported_lost, &mut **format.borrow_mut(), &mut out).and_then(|_| out.flush());
+    let ended = report_losses(total, reported, &mut **format.borrow_mut(), &mut out).and_then(|_| out.flush());
     if let Err(e) = ended {
         return quiet_if_broken_pipe(e);
     }
-    if total_lost > 0 {
-        eprintln!("tcpkit: {total_lost} events lost in total: the ring buffer was full (see --ring-size)");
+    if total.events > 0 {
+        eprintln!("tcpkit: {} events lost in total: the ring buffer was full (see --ring-size)", total.events);
+    }
+    if total.unremembered > 0 {
+        eprintln!(
+            "tcpkit: {} connections not remembered in total: the kernel refused tcpkit's map updates",
+            total.unremembered
+        );
     }
     Ok(())
 }
 
 /// Says on stderr, and in the output where the format has a record for it, how many events were lost
-/// since the last report.
-fn report_lost(now: u64, reported: u64, format: &mut impl Format, out: &mut Output) -> io::Result<u64> {
-    if now > reported {
-        eprintln!("tcpkit: lost {} events", now - reported);
-        format.lost(now - reported, out.writer())?;
+/// since the last report; and how many connections the kernel would not let tcpkit remember, whose events
+/// may be missing or name no process.
+fn report_losses(now: Losses, reported: Losses, format: &mut impl Format, out: &mut Output) -> io::Result<Losses> {
+    if now.events > reported.events {
+        eprintln!("tcpkit: lost {} events", now.events - reported.events);
+        format.lost(now.events - reported.events, out.writer())?;
+    }
+    if now.unremembered > reported.unremembered {
+        eprintln!(
+            "tcpkit: {} connections not remembered (a kernel map update failed): their events may be missing",
+            now.unremembered - reported.unremembered
+        );
     }
     Ok(now)
 }

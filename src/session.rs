@@ -54,11 +54,12 @@ pub struct Features {
 }
 
 /// A generated skeleton builder, with typed access to the things only its own types know: the rodata
-/// (to write filters and features) and the .bss counter of events lost on a full ring.
+/// (to write filters and features) and the .bss counters of what the kernel could not keep.
 pub trait Tool: for<'obj> SkelBuilder<'obj> + Default {
     fn rodata<'a, 'obj>(open: &'a mut <Self as SkelBuilder<'obj>>::Output) -> &'a mut dyn FilterRodata;
     fn set_features<'obj>(open: &mut <Self as SkelBuilder<'obj>>::Output, features: Features);
-    fn lost_events<'a, 'obj>(loaded: &'a Loaded<'obj, Self>) -> &'a u64;
+    /// The .bss counters of events lost on a full ring and of map updates the kernel refused.
+    fn losses<'a, 'obj>(loaded: &'a Loaded<'obj, Self>) -> (&'a u64, &'a u64);
 }
 
 pub type Loaded<'obj, T> = <<T as SkelBuilder<'obj>>::Output as OpenSkel<'obj>>::Output;
@@ -87,9 +88,11 @@ pub fn run<T: Tool, F: Format>(
         }
     }
     let events = map(skel.object(), "events")?;
-    let lost = T::lost_events(&skel);
+    let (lost, unremembered) = T::losses(&skel);
     let limits = ring::Limits { count: run.count, duration: run.duration };
-    ring::run(&events, || kernel::read_counter(lost), &mut layout(backend), limits)
+    let losses =
+        || ring::Losses { events: kernel::read_counter(lost), unremembered: kernel::read_counter(unremembered) };
+    ring::run(&events, losses, &mut layout(backend), limits)
 }
 
 /// What decides which of an object's programs load: the backend, the features, the io_uring tracepoints.

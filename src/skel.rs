@@ -27,8 +27,9 @@ macro_rules! tool {
                 write(rodata, features);
             }
 
-            fn lost_events<'a, 'obj>(loaded: &'a $module::$loaded<'obj>) -> &'a u64 {
-                &loaded.maps.bss_data.as_deref().expect("every tcpkit object has a .bss").lost_events
+            fn losses<'a, 'obj>(loaded: &'a $module::$loaded<'obj>) -> (&'a u64, &'a u64) {
+                let bss = loaded.maps.bss_data.as_deref().expect("every tcpkit object has a .bss");
+                (&bss.lost_events, &bss.unremembered)
             }
         }
     };

@@ -96,7 +96,7 @@ static __always_inline int on_kernel_accept(struct sock *newsk, const struct soc
 	if (call)
 		call->seen = (__u64)newsk;
 	else
-		bpf_map_update_elem(&accept_calls, &tid, &fresh, BPF_ANY);
+		remember(&accept_calls, &tid, &fresh, BPF_ANY);
 	if (!task_wanted(pid_tgid))
 		return 0;
 	if (listener)
@@ -210,7 +210,7 @@ static __always_inline int on_accept_enter(struct syscall_enter_ctx *ctx)
 		return 0;
 	call.listener = (__u64)sock_of_fd(ctx->args[0]);
 	if (call.listener)
-		bpf_map_update_elem(&accept_calls, &tid, &call, BPF_ANY);
+		remember(&accept_calls, &tid, &call, BPF_ANY);
 	return 0;
 }
 
@@ -299,7 +299,7 @@ static __always_inline void remember_uring_accept(void *ring, __u8 opcode, __u64
 	__u8 one = 1;
 
 	if (opcode == IORING_OP_ACCEPT)
-		bpf_map_update_elem(&uring_accepts, &key, &one, BPF_ANY);
+		remember(&uring_accepts, &key, &one, BPF_ANY);
 }
 
 SEC("tracepoint/io_uring/io_uring_submit_sqe")

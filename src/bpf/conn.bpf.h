@@ -44,7 +44,7 @@ static __always_inline void handshake_done(const struct sock *sk)
 
 	if (!read_sock_key(sk, &key, true) || !sock_wanted(&key))
 		return;
-	bpf_map_update_elem(&owners, &id, &owner, BPF_NOEXIST);
+	remember(&owners, &id, &owner, BPF_NOEXIST);
 }
 
 /* A tcp_sock field, read as tcp_of() allows: a plain load through tp, else through a probe. */

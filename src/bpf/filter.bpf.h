@@ -21,6 +21,7 @@
 #define PF_IO_WORKER 0x00000010
 
 /* errno values (asm-generic, the same on x86-64 and arm64). */
+#define EEXIST 17
 #define EPIPE 32
 #define ECONNABORTED 103
 #define ECONNRESET 104
@@ -53,6 +54,12 @@ const volatile bool stats = false;
 
 /* Events that found the ring buffer full; read by user space from .bss. */
 __u64 lost_events = 0;
+
+/*
+ * Entries the kernel refused to store in tcpkit's own maps (remember()): the events of those connections
+ * may be missing or name no process. Read by user space from .bss, and reported as lost events are.
+ */
+__u64 unremembered = 0;
 
 /* Keeps struct event in BTF so that the skeleton generates its Rust type. */
 const struct event *unused_event __attribute__((unused));
@@ -303,6 +310,19 @@ static __always_inline __u64 ring_wakeup_flag(void)
 		return BPF_RB_FORCE_WAKEUP;
 	return BPF_RB_NO_WAKEUP;
 }
+
+/*
+ * bpf_map_update_elem, counted when it fails: a full LRU never fails, but a hash map's bucket lock can
+ * (busy on this CPU, or, with the kernel's resilient spin locks, a deadlock or a timeout), and what tcpkit
+ * could not remember costs events later: never silently. BPF_NOEXIST's -EEXIST is an answer, not a failure.
+ */
+#define remember(map, key, value, flags)                                                                 \
+	({                                                                                               \
+		long __err = bpf_map_update_elem(map, key, value, flags);                                \
+		if (__err && __err != -EEXIST)                                                           \
+			__sync_fetch_and_add(&unremembered, 1);                                          \
+		__err;                                                                                   \
+	})
 
 /* A ring-buffer slot for one event, or NULL (counted as lost) when the ring is full. */
 static __always_inline struct event *reserve_event(void)

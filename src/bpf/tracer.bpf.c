@@ -103,7 +103,7 @@ static __always_inline void connect_started(const struct sock *sk)
 	current_task_info(&owner.task, pid_tgid);
 	if (track_start())
 		owner.start_ns = bpf_ktime_get_ns();
-	bpf_map_update_elem(&owners, &id, &owner, BPF_ANY);
+	remember(&owners, &id, &owner, BPF_ANY);
 	if (report_failures) {
 		struct connect_call *call = current_connect_call(sk);
 
@@ -288,7 +288,7 @@ static __always_inline bool keep_end_for_accept(const struct sock *sk, struct ow
 		owner->ended_from = old;
 		return true;
 	}
-	return bpf_map_update_elem(&owners, &id, &ended, BPF_ANY) == 0;
+	return remember(&owners, &id, &ended, BPF_ANY) == 0;
 }
 
 /*
@@ -311,7 +311,7 @@ static __always_inline void close_waits_for_end(const struct sock *sk, struct ow
 		return;
 	}
 	closed.task = *who;
-	bpf_map_update_elem(&owners, &id, &closed, BPF_ANY);
+	remember(&owners, &id, &closed, BPF_ANY);
 }
 
 /* Stats on: a connection closed earlier (close_waits_for_end) reaches CLOSE, out of `old`: its X, now. */
@@ -431,7 +431,7 @@ static __always_inline void accepted(const struct sock *sk, const struct sock_ke
 		if (before && before->ended_from)
 			ended = before;
 	} else {
-		bpf_map_update_elem(&owners, &id, &owner, BPF_ANY);
+		remember(&owners, &id, &owner, BPF_ANY);
 		if (hook != HOOK_TRACEPOINT && SK_READ(btf, sk, __sk_common.skc_state) == TCP_CLOSE &&
 		    bpf_map_lookup_elem(&owners, &id)) {
 			meanwhile.start_ns = owner.start_ns;
@@ -580,7 +580,7 @@ int tp_sys_enter_connect(struct syscall_enter_ctx *ctx)
 		call.family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	}
 	call.sk = (__u64)sk;
-	bpf_map_update_elem(&connect_calls, &tid, &call, BPF_ANY);
+	remember(&connect_calls, &tid, &call, BPF_ANY);
 	return 0;
 }
 
