@@ -73,7 +73,8 @@ impl Identity {
         }
         // Until the container's own name is known (a pod's directory can come before its symlink), look again
         // each second; then Kubernetes names never change, docker's and podman's can (a rename).
-        let every = match (self.names.container.is_some(), &self.pod_uid) {
+        let named = self.names.container.is_some() || self.names.sandbox;
+        let every = match (named, &self.pod_uid) {
             (false, _) => NAMES_RETRY,
             (true, Some(_)) => return false,
             (true, None) => NAMES_REFRESH,
@@ -84,7 +85,10 @@ impl Identity {
     fn read_names(&mut self, files: &mut NameFiles) {
         let Some(id) = &self.container_id else { return };
         let names = files.names(id, self.container_runtime, self.pod_uid.as_deref());
-        if names != self.names {
+        // A container that is gone takes its files with it (containerd deletes the bundle at exit, docker
+        // and podman theirs at removal): the names it had stay, for the closes of its last connections.
+        let gone = names.label().is_none() && self.names.label().is_some();
+        if names != self.names && !gone {
             self.label = names.label();
             self.names = names;
         }

@@ -1,6 +1,8 @@
 //! Human names of containers and pods, from files the node already has, read-only, under --host-root
-//! (shared design notes, section 12): kubelet's log symlinks name the namespace, pod and container of any
-//! CRI runtime's container; docker's config.v2.json and podman's containers.json name their containers.
+//! (shared design notes, section 12): the OCI spec that containerd (k3s's too) and CRI-O keep for each
+//! container holds its pod's namespace and name and its own name as annotations, from before its process
+//! starts; kubelet's log symlinks name the containers of any CRI runtime, once started; docker's
+//! config.v2.json and podman's containers.json name their containers.
 //! Nobody is asked: no API server, no runtime socket. Every file is read with a size cap, as a regular file
 //! only (a FIFO would block, a symlink loop fails), and checked: a bad one gives no names and one warning.
 use std::collections::{HashMap, HashSet};
@@ -20,8 +22,49 @@ const KUBELET_PODS: &str = "var/log/pods";
 const DOCKER_CONTAINERS: &str = "var/lib/docker/containers";
 const PODMAN_CONTAINERS: &str = "var/lib/containers/storage/overlay-containers/containers.json";
 
-/// A docker config.v2.json is a few kilobytes; podman's containers.json about 1 kB per container.
+/// Where a CRI runtime keeps each container's OCI spec (`<dir>/<id>/<spec>`), and the annotations in it
+/// that name the container, its pod and the pod's namespace.
+struct CriSpecs {
+    dirs: &'static [&'static str],
+    spec: &'static str,
+    namespace: &'static str,
+    pod: &'static str,
+    pod_uid: &'static str,
+    container: &'static str,
+    /// The annotation whose value is `sandbox` for the pod's own (pause) container, which has no name.
+    kind: &'static str,
+}
+
+/// containerd's CRI plugin: the task bundle, from before the process starts to its exit (k3s runs its
+/// own containerd under /run/k3s).
+const CONTAINERD: CriSpecs = CriSpecs {
+    dirs: &[
+        "run/containerd/io.containerd.runtime.v2.task/k8s.io",
+        "run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io",
+    ],
+    spec: "config.json",
+    namespace: "io.kubernetes.cri.sandbox-namespace",
+    pod: "io.kubernetes.cri.sandbox-name",
+    pod_uid: "io.kubernetes.cri.sandbox-uid",
+    container: "io.kubernetes.cri.container-name",
+    kind: "io.kubernetes.cri.container-type",
+};
+
+/// CRI-O: the container's userdata directory in containers/storage (run root, else graph root).
+const CRIO: CriSpecs = CriSpecs {
+    dirs: &["run/containers/storage/overlay-containers", "var/lib/containers/storage/overlay-containers"],
+    spec: "userdata/config.json",
+    namespace: "io.kubernetes.pod.namespace",
+    pod: "io.kubernetes.pod.name",
+    pod_uid: "io.kubernetes.pod.uid",
+    container: "io.kubernetes.container.name",
+    kind: "io.kubernetes.cri-o.ContainerType",
+};
+
+/// A docker config.v2.json is a few kilobytes; podman's containers.json about 1 kB per container; an OCI
+/// spec tens of kilobytes (its environment and mounts make it grow).
 const DOCKER_CONFIG_CAP: u64 = 1 << 20;
+const OCI_SPEC_CAP: u64 = 4 << 20;
 const PODMAN_LIST_CAP: u64 = 16 << 20;
 /// Directory entries read per scan of kubelet's directories (a node runs at most a few hundred pods).
 const ENTRIES_CAP: usize = 65536;
@@ -34,6 +77,8 @@ pub struct Names {
     pub pod: Option<String>,
     /// The container's name: in the pod spec under Kubernetes, `docker ps`'s or `podman ps`'s otherwise.
     pub container: Option<String>,
+    /// The pod's own (pause) container, which has no name of its own: its names are complete without one.
+    pub sandbox: bool,
 }
 
 impl Names {
@@ -87,6 +132,16 @@ impl NameFiles {
     pub fn names(&mut self, container_id: &str, runtime: Option<&str>, pod_uid: Option<&str>) -> Names {
         let mut names = Names::default();
         if let Some(uid) = pod_uid {
+            let runtimes: &[&CriSpecs] = match runtime {
+                Some("containerd") => &[&CONTAINERD],
+                Some("cri-o") => &[&CRIO],
+                _ => &[&CONTAINERD, &CRIO], // cgroupfs driver: the layout does not say which
+            };
+            for specs in runtimes {
+                if let Some(found) = self.cri_names(specs, container_id, uid) {
+                    return found;
+                }
+            }
             self.refresh_kubelet();
             if let Some(found) = self.kubelet.content.get(container_id) {
                 names = found.clone();
@@ -117,6 +172,38 @@ impl NameFiles {
         ids.sort();
         ids.dedup();
         ids
+    }
+
+    /// A CRI container's names from the annotations of its OCI spec; nothing else in the spec is kept (it
+    /// holds the container's environment).
+    fn cri_names(&mut self, specs: &CriSpecs, id: &str, pod_uid: &str) -> Option<Names> {
+        let (path, spec) = specs.dirs.iter().find_map(|dir| {
+            let path = self.root.join(dir).join(id).join(specs.spec);
+            self.read_json(&path, OCI_SPEC_CAP).map(|spec| (path, spec))
+        })?;
+        let notes = spec.get("annotations").and_then(Value::as_object);
+        let note = |key: &str| notes.and_then(|n| n.get(key)).and_then(Value::as_str);
+        let (namespace, pod) = (note(specs.namespace), note(specs.pod));
+        let (Some(namespace), Some(pod)) = (namespace, pod) else {
+            self.warn(&path, "no pod annotations");
+            return None;
+        };
+        if note(specs.pod_uid).is_some_and(|uid| uid != pod_uid) {
+            self.warn(&path, "its pod UID is not the one of the container's cgroup");
+            return None;
+        }
+        let sandbox = note(specs.kind) == Some("sandbox");
+        let container = if sandbox { None } else { note(specs.container) };
+        if ![Some(namespace), Some(pod), container].iter().flatten().all(|n| is_dns_name(n)) {
+            self.warn(&path, "a name with unexpected characters");
+            return None;
+        }
+        Some(Names {
+            namespace: Some(namespace.to_string()),
+            pod: Some(pod.to_string()),
+            container: container.map(str::to_string),
+            sandbox,
+        })
     }
 
     fn docker_name(&mut self, id: &str) -> Option<String> {
@@ -264,6 +351,7 @@ fn kubelet_link(file: &str) -> Option<(String, Names)> {
         namespace: Some(namespace.to_string()),
         pod: Some(pod.to_string()),
         container: Some(container.to_string()),
+        sandbox: false,
     };
     Some((id.to_string(), names))
 }
@@ -321,6 +409,33 @@ mod tests {
         let uid = "5e0b5a4b-7f0a-4c1e-9d3b-2a1f0e9c8b7a";
         assert_eq!(kubelet_pod_dir(&format!("shop_web-1_{uid}")), Some((uid.into(), ("shop".into(), "web-1".into()))));
         assert_eq!(kubelet_pod_dir("shop_web-1_not-a-uid"), None);
+    }
+
+    #[test]
+    fn cri_specs_name_only_their_own_pod_with_valid_names() {
+        const UID: &str = "5e0b5a4b-7f0a-4c1e-9d3b-2a1f0e9c8b7a";
+        let root = std::env::temp_dir().join(format!("tcpkit-unit-cri-{}", std::process::id()));
+        let spec = root.join(CONTAINERD.dirs[0]).join(ID).join("config.json");
+        std::fs::create_dir_all(spec.parent().unwrap()).unwrap();
+        let mut files = NameFiles::new(&root);
+        let mut names_from = |annotations: &str| {
+            std::fs::write(&spec, format!(r#"{{"ociVersion":"1.1.0","annotations":{{{annotations}}}}}"#)).unwrap();
+            files.warned.clear();
+            files.names(ID, Some("containerd"), Some(UID)).label()
+        };
+        let pod = r#""io.kubernetes.cri.sandbox-namespace":"shop","io.kubernetes.cri.sandbox-name":"web-1""#;
+        let uid = format!(r#","io.kubernetes.cri.sandbox-uid":"{UID}""#);
+        let named = format!(r#"{pod}{uid},"io.kubernetes.cri.container-name":"nginx""#);
+        assert_eq!(names_from(&named).as_deref(), Some("shop/web-1/nginx"));
+        let sandbox = format!(r#"{pod}{uid},"io.kubernetes.cri.container-type":"sandbox""#);
+        assert_eq!(names_from(&sandbox).as_deref(), Some("shop/web-1"));
+        let other_pod = named.replace(UID, "00000000-0000-0000-0000-000000000000");
+        assert_eq!(names_from(&other_pod), None, "another pod's spec");
+        assert_eq!(names_from(&named.replace("nginx", "Nginx")), None, "not DNS-1123");
+        assert_eq!(names_from(&named.replace("web-1", "web_1")), None, "not DNS-1123");
+        assert_eq!(names_from(r#""io.kubernetes.cri.container-name":"nginx""#), None, "no pod");
+        assert_eq!(names_from(&named.replace("\"nginx\"", "7")), Some("shop/web-1".into()), "a number: no name");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

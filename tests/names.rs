@@ -1,6 +1,7 @@
-//! Container and pod names from the node's own files (issue 25), under --host-root: kubelet's log directories
-//! and symlinks, docker's config.v2.json and podman's containers.json, laid out here exactly as those
-//! programs write them (kubelet's kuberuntime log layout, moby's container store, containers/storage's
+//! Container and pod names from the node's own files (issue 25), under --host-root: containerd's and CRI-O's
+//! OCI specs, kubelet's log directories and symlinks, docker's config.v2.json and podman's containers.json,
+//! laid out here exactly as those programs write them (containerd's task bundles and CRI annotations,
+//! CRI-O's userdata directory, kubelet's kuberuntime log layout, moby's container store, containers/storage's
 //! container list: none of them runs on this machine), beside real cgroups named as each runtime names them,
 //! each with a real process in it. The names must land on the right records, show in -C's column, select a
 //! container with --container NAME, arrive on later lines when the files come after the first connection,
@@ -85,6 +86,45 @@ impl HostRoot {
             "var/lib/containers/storage/overlay-containers/containers.json",
             format!("[{}]", list.join(",")).as_bytes(),
         );
+    }
+}
+
+/// A CRI runtime's OCI spec for one container of a pod, as containerd's CRI plugin and CRI-O write it: the
+/// runtime spec (with an environment holding a secret, which tcpkit must never show) and the annotations
+/// each runtime adds (containerd: pkg/cri/annotations; CRI-O: pkg/annotations and kubelet's labels).
+#[derive(Clone, Copy, PartialEq)]
+enum Cri {
+    Containerd,
+    K3s,
+    CriO,
+}
+
+impl HostRoot {
+    /// Writes the spec of container `id` (`container` None: the pod's sandbox) where `cri` keeps it; returns
+    /// its path.
+    fn cri_spec(&self, cri: Cri, id: &str, namespace: &str, pod: &str, container: Option<&str>) -> PathBuf {
+        let sandbox_id = "5a".repeat(32);
+        let kind = if container.is_some() { "container" } else { "sandbox" };
+        let annotations = match cri {
+            Cri::Containerd | Cri::K3s => format!(
+                r#""io.kubernetes.cri.container-type":"{kind}",{name}"io.kubernetes.cri.image-name":"docker.io/library/nginx:1.25","io.kubernetes.cri.sandbox-id":"{sandbox_id}","io.kubernetes.cri.sandbox-name":"{pod}","io.kubernetes.cri.sandbox-namespace":"{namespace}","io.kubernetes.cri.sandbox-uid":"{POD_UID}""#,
+                name = container.map(|c| format!(r#""io.kubernetes.cri.container-name":"{c}","#)).unwrap_or_default(),
+            ),
+            Cri::CriO => format!(
+                r#""io.container.manager":"cri-o","io.kubernetes.container.hash":"7a3c0f1e","io.kubernetes.container.name":"{name}","io.kubernetes.container.restartCount":"0","io.kubernetes.cri-o.ContainerID":"{id}","io.kubernetes.cri-o.ContainerType":"{kind}","io.kubernetes.cri-o.Labels":"{{\"io.kubernetes.container.name\":\"{name}\",\"io.kubernetes.pod.name\":\"{pod}\",\"io.kubernetes.pod.namespace\":\"{namespace}\",\"io.kubernetes.pod.uid\":\"{POD_UID}\"}}","io.kubernetes.cri-o.Name":"k8s_{name}_{pod}_{namespace}_{POD_UID}_0","io.kubernetes.cri-o.SandboxID":"{sandbox_id}","io.kubernetes.pod.name":"{pod}","io.kubernetes.pod.namespace":"{namespace}","io.kubernetes.pod.uid":"{POD_UID}""#,
+                name = container.unwrap_or("POD"),
+            ),
+        };
+        let spec = format!(
+            r#"{{"ociVersion":"1.1.0","process":{{"user":{{"uid":0,"gid":0,"additionalGids":[0]}},"args":["nginx","-g","daemon off;"],"env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","HOSTNAME={pod}","DB_PASSWORD=do-not-print-me"],"cwd":"/","capabilities":{{"bounding":["CAP_CHOWN","CAP_NET_BIND_SERVICE"],"effective":["CAP_CHOWN","CAP_NET_BIND_SERVICE"],"permitted":["CAP_CHOWN","CAP_NET_BIND_SERVICE"]}},"noNewPrivileges":false,"apparmorProfile":"cri-containerd.apparmor.d","oomScoreAdj":1000}},"root":{{"path":"rootfs"}},"hostname":"{pod}","mounts":[{{"destination":"/proc","type":"proc","source":"proc","options":["nosuid","noexec","nodev"]}},{{"destination":"/etc/hosts","type":"bind","source":"/var/lib/kubelet/pods/{POD_UID}/etc-hosts","options":["rbind","rprivate","rw"]}}],"annotations":{{{annotations}}},"linux":{{"resources":{{"devices":[{{"allow":false,"access":"rwm"}}],"memory":{{"limit":134217728}},"cpu":{{"shares":102,"period":100000}}}},"cgroupsPath":"kubepods-besteffort-pod{uid_}.slice:cri-containerd:{id}","namespaces":[{{"type":"pid"}},{{"type":"ipc","path":"/proc/4242/ns/ipc"}},{{"type":"uts","path":"/proc/4242/ns/uts"}},{{"type":"mount"}},{{"type":"network","path":"/proc/4242/ns/net"}}],"maskedPaths":["/proc/kcore"],"readonlyPaths":["/proc/sys"]}}}}"#,
+            uid_ = POD_UID.replace('-', "_"),
+        );
+        let path = match cri {
+            Cri::Containerd => format!("run/containerd/io.containerd.runtime.v2.task/k8s.io/{id}/config.json"),
+            Cri::K3s => format!("run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/{id}/config.json"),
+            Cri::CriO => format!("run/containers/storage/overlay-containers/{id}/userdata/config.json"),
+        };
+        self.write(&path, spec.as_bytes())
     }
 }
 
@@ -263,4 +303,74 @@ fn bad_name_files_give_no_names_and_one_warning_each() {
     drop(warned);
     remove_layout(leaf, &base);
     let _ = std::fs::remove_dir(base.path().join("docker"));
+}
+
+#[test]
+fn cri_runtimes_name_their_containers_from_their_specs_and_a_deleted_bundle_keeps_them() {
+    // No kubelet symlinks here: each container's OCI spec alone names it, as containerd (systemd cgroup
+    // driver), k3s's containerd (cgroupfs driver, whose cgroup names no runtime) and CRI-O keep it, and a
+    // pod's sandbox has its pod's names and no container name.
+    let root = HostRoot::new("cri-names");
+    let uid_ = POD_UID.replace('-', "_");
+    let pod_slice = format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice");
+    let cases = [
+        (Cri::Containerd, Some("nginx"), format!("{pod_slice}/cri-containerd-{{id}}.scope"), 0xc1),
+        (Cri::Containerd, None, format!("{pod_slice}/cri-containerd-{{id}}.scope"), 0xc2),
+        (Cri::K3s, Some("traefik"), format!("kubepods/burstable/pod{POD_UID}/{{id}}"), 0xc3),
+        (Cri::CriO, Some("redis"), format!("{pod_slice}/crio-{{id}}.scope"), 0xc4),
+        (Cri::CriO, None, format!("{pod_slice}/crio-{{id}}.scope"), 0xc5),
+    ];
+    let base = Cgroup::new();
+    let mut servers = Vec::new();
+    for (cri, container, layout, kind) in &cases {
+        let id = container_id(*kind);
+        let spec = root.cri_spec(*cri, &id, "shop", "web-7d4b9-x2k", *container);
+        let (leaf, server) = server_in(&base, &layout.replace("{id}", &id));
+        servers.push((leaf, server, *container, spec));
+    }
+    let ports: Vec<String> = servers.iter().map(|(_, s, _, _)| s.port.to_string()).collect();
+    let ports = ports.join(",");
+    let mut json = Tcpkit::start_json(&["tracer", "--host-root", root.path(), "-P", &ports]);
+    let mut column = Tcpkit::start(&["accept", "-C", "--host-root", root.path(), "-P", &ports]);
+    for (_, server, container, _) in &mut servers {
+        let r = accept_record(&mut json, server);
+        assert_eq!(names_of(&r), [Some("shop"), Some("web-7d4b9-x2k"), *container], "{r}");
+        let label = match container {
+            Some(c) => format!("shop/web-7d4b9-x2k/{c}"),
+            None => "shop/web-7d4b9-x2k".to_string(),
+        };
+        let row = column.expect_line(&format!("the {label} row"), |l| l.starts_with(&format!("{} ", server.pid)));
+        assert!(row.trim_end().ends_with(&format!(" {label}")), "the CONTAINER column: {row:?}");
+    }
+    assert!(!json.stderr().contains("do-not-print-me") && !column.stderr().contains("do-not-print-me"));
+    assert!(!json.stderr().contains("warning"), "no warning: {}", json.stderr());
+    drop(column);
+
+    // containerd deletes the bundle when the task exits; a connection still open then closes later, and
+    // its close keeps the names tcpkit read (names are looked for again at most once a second).
+    let (leaf, server, _, spec) = servers.remove(0);
+    drop(server);
+    let mut holder = Peer::listen(&[], &["--end", "hold"]);
+    leaf.add(holder.pid);
+    let (c, cport) = connect(v4(holder.port));
+    holder.expect_accepted(cport);
+    let mut tracer = Tcpkit::start_json(&["tracer", "--host-root", root.path(), "-P", &holder.port.to_string()]);
+    let (c2, cport2) = connect(v4(holder.port));
+    holder.expect_accepted(cport2);
+    let a = record(&mut tracer, "accept", holder.port, cport2);
+    assert_eq!(names_of(&a), [Some("shop"), Some("web-7d4b9-x2k"), Some("nginx")], "{a}");
+    std::fs::remove_dir_all(spec.parent().unwrap()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    holder.release();
+    for port in [cport, cport2] {
+        let x = record(&mut tracer, "close", holder.port, port);
+        assert_eq!(names_of(&x), [Some("shop"), Some("web-7d4b9-x2k"), Some("nginx")], "{x}");
+    }
+    drop((c, c2, tracer, json));
+    holder.wait_exit();
+    remove_layout(leaf, &base);
+    for (leaf, server, _, _) in servers {
+        drop(server);
+        remove_layout(leaf, &base);
+    }
 }
