@@ -47,7 +47,8 @@ const TRACER_EXAMPLES: &str = "Examples:
   tcpkit tracer -L              # closes with how they ended, lifespan and bytes
   tcpkit tracer -S              # handshake time, SYN retransmits, accept-queue wait, RTT, retransmits
   tcpkit tracer -C              # with the container (or systemd unit) of each task
-  tcpkit tracer --container 3f2a9c0d81b7   # only that container's connections";
+  tcpkit tracer --container 3f2a9c0d81b7   # only that container's connections (or --container NAME)
+  tcpkit tracer -C --namespace shop        # only the pods of Kubernetes namespace shop, by name";
 
 #[derive(Args, Debug)]
 pub struct TracerArgs {
@@ -75,7 +76,8 @@ const ACCEPT_EXAMPLES: &str = "Examples:
   tcpkit accept -p 181          # only accepts by PID 181
   tcpkit accept -S              # with each connection's wait in the accept queue and the queue's length
   tcpkit accept --cgroupmap /sys/fs/bpf/cgroups   # only cgroups in this pinned BPF map
-  tcpkit accept -C              # with the container (or systemd unit) of each accepting task";
+  tcpkit accept -C              # with the container (or systemd unit) of each accepting task
+  tcpkit accept --pod web-0 --namespace shop   # only that Kubernetes pod's accepts";
 
 #[derive(Args, Debug)]
 pub struct AcceptArgs {
@@ -115,6 +117,12 @@ pub struct FilterArgs {
     /// docker or podman name
     #[arg(long = "container", value_name = "ID|NAME", conflicts_with = "cgroup")]
     pub container: Option<String>,
+    /// Trace this Kubernetes pod's tasks only, by name (with --namespace when the name is not unique here)
+    #[arg(long = "pod", value_name = "NAME", conflicts_with_all = ["cgroup", "container"])]
+    pub pod: Option<String>,
+    /// Trace the tasks of this Kubernetes namespace's pods only (alone: every pod of it on this node)
+    #[arg(long = "namespace", value_name = "NS", conflicts_with_all = ["cgroup", "container"])]
+    pub namespace: Option<String>,
     /// Trace tasks whose cgroup v2 id is a key of this pinned BPF hash map only
     #[arg(long = "cgroupmap", value_name = "PATH")]
     pub cgroupmap: Option<PathBuf>,

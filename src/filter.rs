@@ -8,6 +8,7 @@ use libbpf_rs::{Map, MapCore, MapFlags, MapHandle, MapType, OpenObject};
 
 use crate::cli::FilterArgs;
 use crate::error::{Context, Error, Result};
+use crate::pods::PodFilter;
 use crate::ports::PortSet;
 
 const AF_INET: u16 = 2;
@@ -19,6 +20,7 @@ pub struct Filters {
     pub pid: Option<u32>,
     pub uid: Option<u32>,
     pub cgroup_dir: Option<PathBuf>,
+    pub pods: Option<PodFilter>,
     pub netns: Option<u32>,
     pub family: Option<u16>,
     pub ports: Option<PortSet>,
@@ -47,6 +49,7 @@ impl Filters {
             Some(id) => Some(crate::identity::container_dir(id, &args.host_root).map_err(Error::usage)?),
             None => args.cgroup.clone(),
         };
+        let pods = PodFilter::from_args(args.namespace.as_deref(), args.pod.as_deref(), &args.host_root)?;
         let family = match (args.ipv4, args.ipv6) {
             (true, false) => Some(AF_INET),
             (false, true) => Some(AF_INET6),
@@ -56,6 +59,7 @@ impl Filters {
             pid: args.pid,
             uid: args.uid,
             cgroup_dir,
+            pods,
             netns: args.netns,
             family,
             ports: args.ports.clone(),
@@ -71,7 +75,7 @@ impl Filters {
         *f.tgid = self.pid.unwrap_or(0);
         *f.filter_uid = self.uid.is_some();
         *f.uid = self.uid.unwrap_or(0);
-        *f.filter_cgroup_dir = self.cgroup_dir.is_some();
+        *f.filter_cgroup_dir = self.cgroup_dir.is_some() || self.pods.is_some();
         *f.netns = self.netns.unwrap_or(0);
         *f.family = self.family.unwrap_or(0);
         *f.filter_cgroup = self.cgroupmap.is_some();

@@ -313,6 +313,21 @@ pub fn container_dir(arg: &str, host_root: &Path) -> Result<PathBuf, String> {
     }
 }
 
+/// The cgroup directory of each pod in `uids` that has one now: the shallowest directory whose name carries
+/// its UID (kubelet's `kubepods-<qos>-pod<uid>.slice`, or `pod<uid>` with the cgroupfs driver).
+pub fn pod_dirs(uids: &[&str]) -> HashMap<String, PathBuf> {
+    let mut found: HashMap<String, (usize, PathBuf)> = HashMap::new();
+    let Some(root) = cgroup2_root() else { return HashMap::new() };
+    walk(&root, |_, path| {
+        let Some(uid) = Identity::from_path(path).pod_uid.filter(|uid| uids.contains(&uid.as_str())) else { return };
+        let depth = path.matches('/').count();
+        if found.get(&uid).is_none_or(|(known, _)| depth < *known) {
+            found.insert(uid, (depth, root.join(path.trim_start_matches('/'))));
+        }
+    });
+    found.into_iter().map(|(uid, (_, dir))| (uid, dir)).collect()
+}
+
 /// The shallowest cgroup directory of the one container whose ID starts with `prefix` (lowercase hex);
 /// None when no container's does.
 fn dir_of_id(prefix: &str) -> Result<Option<PathBuf>, String> {

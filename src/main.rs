@@ -20,6 +20,7 @@ mod kernel;
 mod layout;
 mod names;
 mod output;
+mod pods;
 mod ports;
 mod preflight;
 mod ring;

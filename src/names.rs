@@ -159,6 +159,18 @@ impl NameFiles {
         names
     }
 
+    /// Kubelet's pods on this node in `namespace` and named `pod` (None: any), as (uid, namespace, pod), from
+    /// its pod log directories (--pod, --namespace).
+    pub fn pods_matching(&mut self, namespace: Option<&str>, pod: Option<&str>) -> Vec<(String, String, String)> {
+        self.refresh_kubelet();
+        let mut found: Vec<(String, String, String)> = (self.pods.content.iter())
+            .filter(|(_, (ns, name))| namespace.is_none_or(|n| n == ns) && pod.is_none_or(|p| p == name))
+            .map(|(uid, (ns, name))| (uid.clone(), ns.clone(), name.clone()))
+            .collect();
+        found.sort();
+        found
+    }
+
     /// IDs of the docker and podman containers named `name` (--container NAME).
     pub fn ids_named(&mut self, name: &str) -> Vec<String> {
         let mut ids = Vec::new();
@@ -372,7 +384,7 @@ pub fn is_container_id(s: &str) -> bool {
 }
 
 /// Kubernetes object names: DNS-1123 (lowercase letters, digits, `-` and `.`), at most 253 characters.
-fn is_dns_name(s: &str) -> bool {
+pub fn is_dns_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')

@@ -32,8 +32,15 @@ pub struct Losses {
     pub unremembered: u64,
 }
 
-/// Reads events until asked to stop. `losses` reads the kernel's counts of what it could not keep.
-pub fn run(events: &dyn MapCore, losses: impl Fn() -> Losses, format: &mut impl Format, limits: Limits) -> Result<()> {
+/// Reads events until asked to stop. `losses` reads the kernel's counts of what it could not keep;
+/// `housekeeping` runs between polls (never per event), for filters that follow the node (--pod).
+pub fn run(
+    events: &dyn MapCore,
+    losses: impl Fn() -> Losses,
+    mut housekeeping: impl FnMut() -> Result<()>,
+    format: &mut impl Format,
+    limits: Limits,
+) -> Result<()> {
     let out = RefCell::new(Output::stdout().context(|| "opening standard output".into())?);
     let write_error: RefCell<Option<io::Error>> = RefCell::new(None);
     let deadline = limits.duration.map(|d| Instant::now() + d);
@@ -100,6 +107,7 @@ pub fn run(events: &dyn MapCore, losses: impl Fn() -> Losses, format: &mut impl 
         if rc == 0 && out.borrow().reader_gone() {
             return Ok(());
         }
+        housekeeping()?;
     }
 
     // Stopping: print what the kernel already queued (unless -c is satisfied), then the count of losses.

@@ -12,6 +12,7 @@ use crate::cli::{FilterArgs, RunArgs};
 use crate::error::{Context, Error, Result};
 use crate::filter::{FilterRodata, Filters, PinnedSets};
 use crate::format::Format;
+use crate::pods::PodDirs;
 use crate::{kernel, preflight, ring};
 
 /// The parts of a subcommand's object that differ from the others.
@@ -78,10 +79,11 @@ pub fn run<T: Tool, F: Format>(
     kernel::set_libbpf_log(run.debug);
     let uring = backend::uring_tracepoints();
     let mut slots = [const { MaybeUninit::uninit() }; 3];
-    let (backend, (skel, _links)) = backend::load_first(run.backend, &mut slots, run.debug, |backend, slot| {
-        let programs = Programs { backend, features, uring, owners_always: plan.owners_always };
-        load::<T>(slot, &programs, &filters, &pinned, plan, run.ring_size)
-    })?;
+    let (backend, (skel, _links, mut pods)) =
+        backend::load_first(run.backend, &mut slots, run.debug, |backend, slot| {
+            let programs = Programs { backend, features, uring, owners_always: plan.owners_always };
+            load::<T>(slot, &programs, &filters, &pinned, plan, run.ring_size)
+        })?;
     if backend == Backend::Tracepoint {
         if let Some(why) = uring.blind_spot() {
             eprintln!("tcpkit: {why}");
@@ -92,7 +94,8 @@ pub fn run<T: Tool, F: Format>(
     let limits = ring::Limits { count: run.count, duration: run.duration };
     let losses =
         || ring::Losses { events: kernel::read_counter(lost), unremembered: kernel::read_counter(unremembered) };
-    ring::run(&events, losses, &mut layout(backend), limits)
+    let housekeeping = || pods.as_mut().map_or(Ok(()), PodDirs::refresh);
+    ring::run(&events, losses, housekeeping, &mut layout(backend), limits)
 }
 
 /// What decides which of an object's programs load: the backend, the features, the io_uring tracepoints.
@@ -110,7 +113,7 @@ fn load<'obj, T: Tool>(
     pinned: &PinnedSets,
     plan: &Plan,
     ring_size: u32,
-) -> Result<(Loaded<'obj, T>, Vec<Link>)> {
+) -> Result<(Loaded<'obj, T>, Vec<Link>, Option<PodDirs>)> {
     let mut open = T::default().open(slot).context(|| "opening the BPF object".into())?;
     if let Some(mut events) = open.open_object_mut().maps_mut().find(|m| m.name() == "events") {
         events.set_max_entries(ring_size).context(|| "sizing the ring buffer".into())?;
@@ -125,10 +128,12 @@ fn load<'obj, T: Tool>(
     pinned.shape_holders(open.open_object_mut())?;
     let skel = open.load().context(|| format!("loading the {backend} programs"))?;
     let object = skel.object();
-    pinned.fill_holders(&map(object, "cgroup_set")?, &map(object, "mntns_set")?, &map(object, "cgroup_dir")?)?;
+    let cgroup_dir = map(object, "cgroup_dir")?;
+    pinned.fill_holders(&map(object, "cgroup_set")?, &map(object, "mntns_set")?, &cgroup_dir)?;
+    let pods = filters.pods.as_ref().map(|p| PodDirs::install(p, &cgroup_dir)).transpose()?;
     let order = plan.attach_first.iter().chain(ACCEPT_HOOKS).chain(plan.attach_last);
     let links = attach(skel.object(), order)?;
-    Ok((skel, links))
+    Ok((skel, links, pods))
 }
 
 /// Loads the accept hook of the backend (fexit or the kretprobe; the syscall-exit programs always load;

@@ -362,14 +362,83 @@ fn cri_runtimes_name_their_containers_from_their_specs_and_a_deleted_bundle_keep
     std::fs::remove_dir_all(spec.parent().unwrap()).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     holder.release();
+    drop((c, c2)); // the clients close too: a close record comes when the connection has ended
     for port in [cport, cport2] {
         let x = record(&mut tracer, "close", holder.port, port);
         assert_eq!(names_of(&x), [Some("shop"), Some("web-7d4b9-x2k"), Some("nginx")], "{x}");
     }
-    drop((c, c2, tracer, json));
+    drop((tracer, json));
     holder.wait_exit();
     remove_layout(leaf, &base);
     for (leaf, server, _, _) in servers {
+        drop(server);
+        remove_layout(leaf, &base);
+    }
+}
+
+/// A pod UID of this test process's own (`n` at its end): --pod and --namespace look pods' directories up
+/// over the whole cgroup tree, where another test's may be.
+fn pod_uid(n: u8) -> String {
+    format!("{:08x}-0000-4000-8000-{n:012x}", std::process::id())
+}
+
+#[test]
+fn pod_and_namespace_filters_keep_exactly_their_pods_tasks_and_follow_new_pods() {
+    // Three pods, as kubelet leaves them: a log directory each, and a cgroup (systemd driver for two,
+    // cgroupfs for the third) with a container and a server in it. web-1 is a name in two namespaces.
+    let root = HostRoot::new("pod-filter");
+    let base = Cgroup::new();
+    let pod = |n: u8, namespace: &str, name: &str, systemd: bool| {
+        let uid = pod_uid(n);
+        root.kubelet_pod(namespace, name, &uid, "app");
+        let id = container_id(0xb0 + n);
+        let layout = if systemd {
+            let uid_ = uid.replace('-', "_");
+            format!(
+                "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{id}.scope"
+            )
+        } else {
+            format!("kubepods/besteffort/pod{uid}/{id}")
+        };
+        server_in(&base, &layout)
+    };
+    let mut pods = vec![pod(1, "shop", "web-1", true), pod(2, "shop", "web-2", false), pod(3, "other", "web-1", true)];
+    let ports: Vec<String> = pods.iter().map(|(_, s)| s.port.to_string()).collect();
+    let ports = ports.join(",");
+    let host = ["--host-root", root.path()];
+    let one =
+        Tcpkit::start_json(&[&["tracer", "--pod", "web-1", "--namespace", "shop", "-P", &ports][..], &host].concat());
+    let mut shop = Tcpkit::start_json(&[&["accept", "--namespace", "shop"][..], &host].concat());
+    // Every pod is busy; each tcpkit shows its pods' lines only.
+    for (_, server) in &mut pods {
+        let (c, cport) = connect(v4(server.port));
+        server.expect_accepted(cport);
+        drop(c);
+    }
+    // A pod made after tcpkit started joins --namespace's set within a second or so.
+    pods.push(pod(4, "shop", "web-3", false));
+    let late = &mut pods[3].1;
+    wait_until("the new pod's accept under --namespace", || {
+        let (c, cport) = connect(v4(late.port));
+        late.expect_accepted(cport);
+        drop(c);
+        shop.line_within(std::time::Duration::from_millis(300), json_event("accept", late.port, cport)).is_some()
+    });
+    let pid = |i: usize| format!("\"pid\":{},", pods[i].1.pid);
+    let kept = one.stop_and_collect();
+    assert!(kept.iter().any(|l| l.contains(&pid(0)) && l.contains("\"type\":\"accept\"")), "{kept:#?}");
+    assert!(kept.iter().all(|l| l.contains(&pid(0))), "--pod web-1 --namespace shop: {kept:#?}");
+    let kept = shop.stop_and_collect();
+    for i in [0, 1] {
+        assert!(kept.iter().any(|l| l.contains(&pid(i))), "pod {i} under --namespace shop: {kept:#?}");
+    }
+    assert!(kept.iter().all(|l| !l.contains(&pid(2))), "another namespace's pod: {kept:#?}");
+    assert_usage_error(&[&["tracer", "--pod", "web-1"][..], &host].concat(), "namespaces other, shop; add --namespace");
+    assert_usage_error(&[&["tracer", "--pod", "nope", "--namespace", "shop"][..], &host].concat(), "no such pod");
+    assert_usage_error(&[&["tracer", "--namespace", "nope"][..], &host].concat(), "--namespace nope: no such pod");
+    assert_usage_error(&[&["tracer", "--pod", "Web_1"][..], &host].concat(), "not a Kubernetes name");
+    assert_usage_error(&["tracer", "--pod", "web-1", "--container", "x"], "cannot be used with");
+    for (leaf, server) in pods {
         drop(server);
         remove_layout(leaf, &base);
     }

@@ -96,10 +96,16 @@ struct {
 	__array(values, struct id_set);
 } mntns_set SEC(".maps");
 
-/* --cgroup: slot 0 holds the directory's fd; the kernel answers "in it or below it" for the current task. */
+/*
+ * --cgroup and --container: slot 0 holds the directory. --pod and --namespace: each pod's directory, from
+ * slot 0 on, kept by user space as pods come and go. The first empty slot ends the set. A kubelet node runs
+ * 110 pods at most by default.
+ */
+#define CGROUP_DIRS 128
+
 struct {
 	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, CGROUP_DIRS);
 	__type(key, __u32);
 	__type(value, __u32);
 } cgroup_dir SEC(".maps");
@@ -132,6 +138,21 @@ static __always_inline __u32 current_mntns(void)
 	return BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
 }
 
+/* Whether the current task is in one of the cgroup_dir directories or below one. */
+static __always_inline bool in_cgroup_dirs(void)
+{
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < CGROUP_DIRS; i++) {
+		long under = bpf_current_task_under_cgroup(&cgroup_dir, i);
+
+		if (under == 1)
+			return true;
+		if (under < 0) /* -EAGAIN: an empty slot, the end of the set */
+			return false;
+	}
+	return false;
+}
+
 /*
  * Filters that depend only on the current task; call them first, they are the cheapest. A task that a
  * tracer remembers (the owner of a connection) is remembered only if it passed them then.
@@ -144,7 +165,7 @@ static __always_inline bool task_wanted(__u64 pid_tgid)
 		return false;
 	if (filter_cgroup && !in_set(&cgroup_set, bpf_get_current_cgroup_id()))
 		return false;
-	if (filter_cgroup_dir && bpf_current_task_under_cgroup(&cgroup_dir, 0) != 1)
+	if (filter_cgroup_dir && !in_cgroup_dirs())
 		return false;
 	if (filter_mntns && !in_set(&mntns_set, current_mntns()))
 		return false;

@@ -234,6 +234,11 @@ impl Tcpkit {
             .join(" ")
     }
 
+    /// The next line that satisfies `pred` within `wait`, or None (for what may not come yet).
+    pub fn line_within(&mut self, wait: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        self.stdout.find(wait, pred)
+    }
+
     pub fn expect_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         match self.stdout.find(DEADLINE, pred) {
             Some(line) => line,
