@@ -226,3 +226,53 @@ fn peer_image() -> String {
     let _ = std::fs::remove_dir_all(&context);
     tag
 }
+
+#[test]
+fn podman_containers_show_by_name_are_selected_by_name_and_a_rename_shows_on_later_lines() {
+    // A real podman container started with --name: tcpkit on the host reads the name from podman's own
+    // containers.json (under --host-root, here the default /), selects the container by it, and shows a
+    // `podman rename` on later lines (docker and podman names are read again every 5 seconds).
+    require_root();
+    let peer_image = peer_image();
+    let name = format!("tcpkit-test-named-{}", std::process::id());
+    let renamed = format!("tcpkit-test-renamed-{}", std::process::id());
+    let _guard = Container(name.clone());
+    let _renamed_guard = Container(renamed.clone());
+    let mut listen = podman();
+    listen.args(["run", "--rm", "-i", "--name", &name, "--network", "none"]).args(ULIMITS);
+    listen.args([&peer_image, "--hold", "listen", "--count", "1000"]);
+    let server = Peer::spawn_command(listen, true);
+    let id = run(podman().args(["inspect", "--format", "{{.Id}}", &name]));
+    let mut json = Tcpkit::start_json(&["tracer", "--container", &name]);
+    let mut column = common::tracer::start(&["-C", "--container", &name]);
+    // A client in the container: its connect, the server's accept and both closes are all the container's.
+    let connect_inside = || {
+        let addr = format!("127.0.0.1:{}", server.port);
+        let mut exec = podman();
+        exec.args(["exec", "-i", &id, "/tcpkit-peer", "connect", "--addr", &addr]);
+        let mut client = Peer::spawn_command(exec, false);
+        let (cport, _) = common::tracer::reported(&mut client, "connected", 1)[0];
+        client.wait_done();
+        cport
+    };
+    let cport = connect_inside();
+    let accept = record(&mut json, "accept", server.port, cport);
+    assert_eq!(accept["container"], name.as_str(), "{accept}");
+    assert_eq!(accept["container_runtime"], "podman", "{accept}");
+    let row = column.expect_line("the accept row", |l| l.starts_with("A ") && l.contains(&format!(" {cport} ")));
+    assert!(row.trim_end().ends_with(&format!(" {name}")), "the CONTAINER column: {row:?}");
+
+    run(podman().args(["rename", &name, &renamed]));
+    let mut later = accept;
+    wait_until("the new name on a later accept", || {
+        let cport = connect_inside();
+        later = record(&mut json, "accept", server.port, cport);
+        later["container"] == renamed.as_str()
+    });
+    // Only the container's tasks, under both names: nothing from the host or another container.
+    let kept = json.stop_and_collect();
+    let records = tcpkit_lines(kept);
+    assert!(records.iter().all(|r| r["container_id"] == id.as_str()), "{records:#?}");
+    drop(column);
+    drop(server);
+}
