@@ -111,6 +111,10 @@ fn container_of<'a>(part: &'a str, parent: Option<&str>) -> Option<(Option<&'sta
     if let Some((_, id)) = part.split_once(":cri-containerd:").filter(|(_, id)| is_container_id(id)) {
         return Some((Some("containerd"), id));
     }
+    // podman --cgroups=split, as quadlet runs containers: <unit>.service/libpod-payload-<id>.
+    if let Some(id) = part.strip_prefix("libpod-payload-").filter(|id| is_container_id(id)) {
+        return Some((Some("podman"), id));
+    }
     // cgroupfs drivers: docker/<id>, libpod_parent/libpod-<id>, kubepods/<qos>/pod<uid>/<id>.
     match parent {
         Some("docker") if is_container_id(part) => Some((Some("docker"), part)),
@@ -409,6 +413,9 @@ mod tests {
             Some(&format!("libpod-{ID}.scope")),
         );
         check(&format!("/libpod_parent/libpod-{ID}"), Some("podman"), true, false, None);
+        let quadlet = format!("/system.slice/web.service/libpod-payload-{ID}");
+        check(&quadlet, Some("podman"), true, false, Some("web.service"));
+        check("/system.slice/web.service/libpod-payload-xyz", None, false, false, Some("web.service"));
         check(&format!("/machine.slice/libpod-conmon-{ID}.scope"), None, false, false, None);
         check("/system.slice/nginx.service", None, false, false, Some("nginx.service"));
         check("/user.slice/user-1000.slice/session-3.scope", None, false, false, Some("session-3.scope"));

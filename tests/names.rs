@@ -166,13 +166,13 @@ fn remove_layout(leaf: Cgroup, base: &Cgroup) {
 
 #[test]
 fn records_and_the_column_name_kubernetes_docker_and_podman_containers() {
-    let ids = [container_id(0xa1), container_id(0xd0), container_id(0x90)];
-    let [kube_id, docker_id, podman_id] = [ids[0].as_str(), ids[1].as_str(), ids[2].as_str()];
+    let ids = [container_id(0xa1), container_id(0xd0), container_id(0x90), container_id(0x91)];
+    let [kube_id, docker_id, podman_id, quadlet_id] = [&*ids[0], &*ids[1], &*ids[2], &*ids[3]];
     let root = HostRoot::new("names");
     let log = root.kubelet_pod("shop", "web-7d4b9-x2k", POD_UID, "nginx");
     root.kubelet_link("shop", "web-7d4b9-x2k", "nginx", kube_id, &log);
     root.docker(docker_id, "redis-cache");
-    root.podman(&[(podman_id, "web-frontend")]);
+    root.podman(&[(podman_id, "web-frontend"), (quadlet_id, "systemd-web")]);
     let uid_ = POD_UID.replace('-', "_");
     let base = Cgroup::new();
     let kube = format!(
@@ -190,6 +190,12 @@ fn records_and_the_column_name_kubernetes_docker_and_podman_containers() {
             [None, None, Some("web-frontend")],
             "web-frontend",
         ),
+        // A quadlet unit: podman --cgroups=split puts the container below its service's cgroup.
+        (
+            server_in(&base, &format!("system.slice/web.service/libpod-payload-{quadlet_id}")),
+            [None, None, Some("systemd-web")],
+            "systemd-web",
+        ),
     ];
     let ports: Vec<String> = servers.iter().map(|((_, s), _, _)| s.port.to_string()).collect();
     let ports = ports.join(",");
@@ -200,6 +206,9 @@ fn records_and_the_column_name_kubernetes_docker_and_podman_containers() {
         let r = accept_record(&mut json, server);
         assert_eq!(names_of(&r), *names, "{r}");
         assert!(r["container_id"].is_string(), "the IDs stay: {r}");
+        if *label == "systemd-web" {
+            assert_eq!((&r["container_id"], &r["unit"]), (&quadlet_id.into(), &"web.service".into()), "{r}");
+        }
         let row = column.expect_line(&format!("the {label} row"), |l| l.starts_with(&format!("{} ", server.pid)));
         assert!(row.trim_end().ends_with(&format!(" {label}")), "the CONTAINER column: {row:?}");
         assert!(!json.stderr().contains("do-not-print-me") && !column.stderr().contains("do-not-print-me"));
