@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::libc;
 
-use crate::names::{is_container_id, NameFiles, Names};
+use crate::names::{is_container_id, is_pod_uid, NameFiles, Names};
 
 /// The longest a new cgroup can wait to be named (events in it show their id alone until then).
 const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
@@ -130,12 +130,12 @@ fn container_of<'a>(part: &'a str, parent: Option<&str>) -> Option<(Option<&'sta
 /// `pod<uid>` below kubepods (cgroupfs driver).
 fn pod_of(part: &str, below_kubepods: bool) -> Option<String> {
     let part = part.split(':').next().unwrap_or(part); // before containerd's ":cri-containerd:<id>"
-    if let Some(slice) = part.strip_suffix(".slice").filter(|s| s.starts_with("kubepods")) {
-        let (_, uid) = slice.rsplit_once("-pod")?;
-        return Some(uid.replace('_', "-"));
-    }
-    let uid = part.strip_prefix("pod").filter(|_| below_kubepods)?;
-    (uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')).then(|| uid.to_string())
+    let uid = if let Some(slice) = part.strip_suffix(".slice").filter(|s| s.starts_with("kubepods")) {
+        slice.rsplit_once("-pod")?.1.replace('_', "-")
+    } else {
+        part.strip_prefix("pod").filter(|_| below_kubepods)?.to_string()
+    };
+    is_pod_uid(&uid).then_some(uid)
 }
 
 /// Cgroup id -> identity, for the ids events carry.

@@ -372,11 +372,15 @@ fn kubelet_link(file: &str) -> Option<(String, Names)> {
 fn kubelet_pod_dir(dir: &str) -> Option<(String, (String, String))> {
     let mut parts = dir.split('_');
     let (namespace, pod, uid) = (parts.next()?, parts.next()?, parts.next()?);
-    let uid_ok = uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-    if parts.next().is_some() || !uid_ok || !is_dns_name(namespace) || !is_dns_name(pod) {
+    if parts.next().is_some() || !is_pod_uid(uid) || !is_dns_name(namespace) || !is_dns_name(pod) {
         return None;
     }
     Some((uid.to_string(), (namespace.to_string(), pod.to_string())))
+}
+
+/// A pod UID as kubelet writes it: 36 characters, hex digits and dashes.
+pub fn is_pod_uid(s: &str) -> bool {
+    s.len() == 36 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
 pub fn is_container_id(s: &str) -> bool {
@@ -457,6 +461,136 @@ mod tests {
         }
         for bad in ["", "/redis", "-x", "a b", "a\nb", "ä"] {
             assert!(!is_docker_name(bad), "{bad:?}");
+        }
+    }
+}
+
+/// The parsers against what a hostile or broken node could hold (proptest, a bounded number of cases per
+/// property, in every `cargo test`): arbitrary names, and real files' bytes flipped, inserted, deleted and
+/// cut. Whatever comes in, nothing panics, and every name that comes out is valid for its kind.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const UID: &str = "5e0b5a4b-7f0a-4c1e-9d3b-2a1f0e9c8b7a";
+
+    fn config() -> ProptestConfig {
+        ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    /// Applies (position, byte, operation) edits: 0 replaces, 1 inserts, 2 deletes, 3 cuts the rest.
+    fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        for &(at, byte, op) in edits {
+            let at = if bytes.is_empty() { 0 } else { at % (bytes.len() + 1) };
+            match op % 4 {
+                0 if at < bytes.len() => bytes[at] = byte,
+                1 => bytes.insert(at, byte),
+                2 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                3 => bytes.truncate(at),
+                _ => {}
+            }
+        }
+        bytes
+    }
+
+    fn valid(names: &Names) -> bool {
+        names.namespace.as_deref().is_none_or(is_dns_name)
+            && names.pod.as_deref().is_none_or(is_dns_name)
+            && names.container.as_deref().is_none_or(|c| is_dns_name(c) || is_docker_name(c))
+    }
+
+    /// Each runtime's file, as it writes it, for one container (ID) of one pod (UID).
+    fn files() -> [(&'static str, Option<&'static str>, bool, String, String); 4] {
+        let spec = format!(
+            r#"{{"ociVersion":"1.1.0","process":{{"env":["SECRET=x"]}},"annotations":{{"io.kubernetes.cri.container-type":"container","io.kubernetes.cri.container-name":"nginx","io.kubernetes.cri.sandbox-name":"web-1","io.kubernetes.cri.sandbox-namespace":"shop","io.kubernetes.cri.sandbox-uid":"{UID}","io.kubernetes.pod.name":"web-1","io.kubernetes.pod.namespace":"shop","io.kubernetes.pod.uid":"{UID}","io.kubernetes.container.name":"nginx"}}}}"#
+        );
+        [
+            (
+                "docker",
+                None,
+                false,
+                format!("{DOCKER_CONTAINERS}/{ID}/config.v2.json"),
+                format!(r#"{{"ID":"{ID}","Name":"/redis-cache","Config":{{"Env":["A=b"]}}}}"#),
+            ),
+            (
+                "podman",
+                None,
+                false,
+                PODMAN_CONTAINERS.to_string(),
+                format!(r#"[{{"id":"{ID}","names":["web-frontend"],"metadata":"{{\"name\":\"web-frontend\"}}"}}]"#),
+            ),
+            ("containerd", Some(UID), true, format!("{}/{ID}/{}", CONTAINERD.dirs[0], CONTAINERD.spec), spec.clone()),
+            ("cri-o", Some(UID), true, format!("{}/{ID}/{}", CRIO.dirs[0], CRIO.spec), spec),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn kubelet_names_are_valid_or_absent(name in "\\PC{0,300}") {
+            if let Some((id, names)) = kubelet_link(&name) {
+                prop_assert!(is_container_id(&id) && valid(&names) && names.container.is_some());
+            }
+            if let Some((uid, (ns, pod))) = kubelet_pod_dir(&name) {
+                prop_assert!(uid.len() == 36 && is_dns_name(&ns) && is_dns_name(&pod));
+            }
+        }
+
+        #[test]
+        fn kubelet_names_made_near_valid_ones_are_valid_or_absent(
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..8)
+        ) {
+            let link = mutate(format!("web-7d4b9-x2k_shop_nginx-{ID}.log").into_bytes(), &edits);
+            if let Some((id, names)) = kubelet_link(&String::from_utf8_lossy(&link)) {
+                prop_assert!(is_container_id(&id) && valid(&names));
+            }
+            let dir = mutate(format!("shop_web-1_{UID}").into_bytes(), &edits);
+            if let Some((_, (ns, pod))) = kubelet_pod_dir(&String::from_utf8_lossy(&dir)) {
+                prop_assert!(is_dns_name(&ns) && is_dns_name(&pod));
+            }
+        }
+
+        #[test]
+        fn cgroup_paths_give_valid_ids_or_none(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    "\\PC{0,80}",
+                    Just(format!("cri-containerd-{ID}.scope")),
+                    Just(format!("kubepods-besteffort-pod{}.slice", UID.replace('-', "_"))),
+                    Just(format!("pod{UID}")),
+                    Just(format!("libpod-payload-{ID}")),
+                    Just("kubepods".to_string()),
+                    Just("docker".to_string()),
+                    Just("libpod_parent".to_string()),
+                    Just(ID.to_string()),
+                ],
+                0..8,
+            )
+        ) {
+            let id = crate::identity::Identity::from_path(&format!("/{}", parts.join("/")));
+            prop_assert!(id.container_id.as_deref().is_none_or(is_container_id));
+            prop_assert!(id.pod_uid.as_deref().is_none_or(is_pod_uid));
+        }
+
+        #[test]
+        fn broken_runtime_files_give_valid_names_or_none(
+            which in 0usize..4,
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..12)
+        ) {
+            let root = std::env::temp_dir().join(format!("tcpkit-fuzz-{}-{which}", std::process::id()));
+            let (runtime, pod_uid, kubernetes, path, text) = files()[which].clone();
+            let file = root.join(&path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, mutate(text.into_bytes(), &edits)).unwrap();
+            let names = NameFiles::new(&root).names(ID, Some(runtime), pod_uid);
+            prop_assert!(valid(&names), "{names:?}");
+            prop_assert!(kubernetes || names.namespace.is_none());
+            std::fs::remove_dir_all(&root).unwrap();
         }
     }
 }
