@@ -16,7 +16,11 @@ const PLAN: Plan = Plan {
 };
 
 pub fn run(args: &AcceptArgs) -> Result<()> {
-    let features = Features { stats: args.output.stats || args.output.json(), ..Features::default() };
+    let features = Features {
+        stats: args.output.stats || args.output.json(),
+        cgroups: args.output.names_cgroups(),
+        ..Features::default()
+    };
     session::run::<AcceptSkelBuilder, _>(&args.filter, &args.run, &PLAN, features, |backend| match args.output.json() {
         true => Layout::Json(Json::new(backend.name(), &args.filter.host_root)),
         false => Layout::Accept(AcceptText::new(&args.output, &args.filter.host_root)),

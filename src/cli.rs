@@ -165,6 +165,11 @@ impl OutputArgs {
     pub fn json(&self) -> bool {
         self.json || self.format == OutputFormat::Json
     }
+
+    /// Whether records name each task's cgroup (JSON's identity fields, -C's column).
+    pub fn names_cgroups(&self) -> bool {
+        self.json() || self.print_container
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -19,6 +19,8 @@ pub const EVENT_CONNECT: u8 = 1;
 pub const EVENT_ACCEPT: u8 = 2;
 pub const EVENT_CLOSE: u8 = 3;
 pub const EVENT_FAIL: u8 = 4;
+/// Not a connection's: a cgroup made, its id in task.cgroup_id and its path after the record's head.
+pub const EVENT_CGROUP: u8 = 5;
 const DURATION_UNKNOWN: u64 = u64::MAX;
 
 /// How a connection ended (src/bpf/tcpkit.h, enum end_kind), by its value.
@@ -39,6 +41,18 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
     let raw = unsafe { plain::as_mut_bytes(&mut event) };
     raw[..len].copy_from_slice(&bytes[..len]);
     Some(event)
+}
+
+/// The path of a cgroup record (EVENT_CGROUP), below the v2 root; None where the kernel cut it (at
+/// CGROUP_PATH_MAX, filter.bpf.h) or it is not UTF-8.
+pub fn cgroup_path(bytes: &[u8]) -> Option<&str> {
+    const CGROUP_PATH_MAX: usize = 512;
+    let path = bytes.get(SIZE_WITHOUT_STATS..)?;
+    let len = path.iter().position(|&b| b == 0)?;
+    if len >= CGROUP_PATH_MAX - 1 {
+        return None;
+    }
+    std::str::from_utf8(&path[..len]).ok()
 }
 
 impl Event {

@@ -12,6 +12,10 @@ use crate::event::{Event, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_FAIL};
 pub trait Format {
     fn header(&mut self, w: &mut impl Write) -> io::Result<()>;
     fn event(&mut self, e: &Event, w: &mut impl Write) -> io::Result<()>;
+    /// The kernel saw cgroup `id` made at `path` (below the v2 root): a layout that names cgroups learns it
+    /// now, for events whose cgroup is gone by the time they are printed.
+    fn cgroup_made(&mut self, _id: u64, _path: &str) {}
+
     /// `count` events were lost on a full ring buffer (stderr says so too; text has no record for it).
     fn lost(&mut self, _count: u64, _w: &mut impl Write) -> io::Result<()> {
         Ok(())

@@ -197,6 +197,11 @@ impl CgroupCache {
         Some(identity)
     }
 
+    /// A cgroup the kernel saw made (a cgroup record): known from now on, even once it is removed.
+    pub fn learn(&mut self, id: u64, path: &str) {
+        self.known.insert(id, Some(Identity::from_path(path)));
+    }
+
     /// One cgroup, by its id: on cgroup2 the id is the directory's file handle (kernfs's), so
     /// open_by_handle_at opens it and /proc/self/fd names it, in a few microseconds instead of a walk.
     fn open_by_id(&mut self, id: u64) -> ById {

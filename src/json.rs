@@ -136,6 +136,10 @@ impl Json {
 }
 
 impl Format for Json {
+    fn cgroup_made(&mut self, id: u64, path: &str) {
+        self.cgroups.learn(id, path);
+    }
+
     fn header(&mut self, _w: &mut impl Write) -> io::Result<()> {
         Ok(())
     }

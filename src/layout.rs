@@ -30,6 +30,14 @@ impl Format for Layout {
         }
     }
 
+    fn cgroup_made(&mut self, id: u64, path: &str) {
+        match self {
+            Layout::Accept(f) => f.cgroup_made(id, path),
+            Layout::Tracer(f) => f.cgroup_made(id, path),
+            Layout::Json(f) => f.cgroup_made(id, path),
+        }
+    }
+
     fn lost(&mut self, count: u64, w: &mut impl Write) -> io::Result<()> {
         match self {
             Layout::Accept(f) => f.lost(count, w),

@@ -50,6 +50,12 @@ impl ContainerColumn {
         }
     }
 
+    fn learn(&mut self, id: u64, path: &str) {
+        if let Some(cache) = &mut self.0 {
+            cache.learn(id, path);
+        }
+    }
+
     fn cell<'a, W: Write>(&mut self, row: Row<'a, W>, cgroup_id: u64) -> Row<'a, W> {
         match &mut self.0 {
             Some(cache) => row.left(cache.lookup(cgroup_id).map_or("-", Identity::column), SHORT_ID),
@@ -142,6 +148,10 @@ impl AcceptText {
 }
 
 impl Format for AcceptText {
+    fn cgroup_made(&mut self, id: u64, path: &str) {
+        self.container.learn(id, path);
+    }
+
     fn header(&mut self, w: &mut impl Write) -> io::Result<()> {
         self.times.header(w)?;
         uid_header(self.print_uid, w)?;
@@ -297,6 +307,10 @@ fn ip_version(e: &Event) -> &'static str {
 }
 
 impl Format for TracerText {
+    fn cgroup_made(&mut self, id: u64, path: &str) {
+        self.container.learn(id, path);
+    }
+
     fn header(&mut self, w: &mut impl Write) -> io::Result<()> {
         writeln!(w, "Tracing TCP established connections. Ctrl-C to end.")?;
         self.times.header(w)?;

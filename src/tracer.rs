@@ -18,7 +18,12 @@ const PLAN: Plan = Plan {
 pub fn run(args: &TracerArgs) -> Result<()> {
     let json = args.output.json();
     // JSON records always say how the connection ended and how good it was; text only with -L and -S.
-    let features = Features { failed: args.failed, lifespan: args.lifespan || json, stats: args.output.stats || json };
+    let features = Features {
+        failed: args.failed,
+        lifespan: args.lifespan || json,
+        stats: args.output.stats || json,
+        cgroups: args.output.names_cgroups(),
+    };
     let columns = TracerColumns {
         verbose: args.verbose,
         netns: args.filter.netns.is_none(),

@@ -372,8 +372,13 @@ fn cri_runtimes_name_their_containers_from_their_specs_and_a_deleted_bundle_keep
     std::thread::sleep(std::time::Duration::from_millis(1500));
     holder.release();
     drop((c, c2)); // the clients close too: a close record comes when the connection has ended
-    for port in [cport, cport2] {
-        let x = record(&mut tracer, "close", holder.port, port);
+                   // The two closes come in either order.
+    let closes = tracer.expect_all(
+        "both closes",
+        &[&json_event("close", holder.port, cport), &json_event("close", holder.port, cport2)],
+    );
+    for line in closes {
+        let x: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(names_of(&x), [Some("shop"), Some("web-7d4b9-x2k"), Some("nginx")], "{x}");
     }
     drop((tracer, json));
@@ -451,4 +456,53 @@ fn pod_and_namespace_filters_keep_exactly_their_pods_tasks_and_follow_new_pods()
         drop(server);
         remove_layout(leaf, &base);
     }
+}
+
+#[test]
+fn a_container_gone_before_its_events_are_printed_is_still_named() {
+    // A short-lived container (`podman run --rm`, a Kubernetes Job) can be gone, cgroup and all, before
+    // tcpkit prints its events; the kernel's record of each cgroup made names it anyway. Both tcpkits are
+    // stopped (SIGSTOP) while the container is made, connects, ends and is removed, so that they read its
+    // events only once its cgroup is gone.
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let root = HostRoot::new("gone");
+    let id = container_id(0xe1);
+    root.docker(&id, "short-lived");
+    let base = Cgroup::new();
+    let mut server = Peer::listen(&[], &[]);
+    let port = server.port.to_string();
+    let host = ["--host-root", root.path()];
+    let mut json = Tcpkit::start_json(&[&["tracer", "-P", &port][..], &host].concat());
+    let mut text = Tcpkit::start_with_header_lines(&[&["tracer", "-C", "-P", &port][..], &host].concat(), 2);
+    let pause = |signal| {
+        for pid in [json.pid(), text.pid()] {
+            kill(Pid::from_raw(pid as i32), signal).unwrap();
+        }
+    };
+    pause(Signal::SIGSTOP);
+    let leaf = base.child(&format!("docker/{id}"));
+    let mut client = Peer::spawn(&["--wait"], "connect", &["--addr", &v4(server.port).to_string()]);
+    leaf.add(client.pid);
+    client.go();
+    let cport = client_port(&mut client);
+    server.expect_accepted(cport);
+    client.wait_exit();
+    let cgroup = format!("/{}", leaf.path().strip_prefix(cgroup2_root()).unwrap().display());
+    remove_layout(leaf, &base);
+    let _ = std::fs::remove_dir(base.path().join("docker"));
+    pause(Signal::SIGCONT);
+    for kind in ["connect", "close"] {
+        let r = record(&mut json, kind, cport, server.port);
+        assert_eq!(r["cgroup"], cgroup.as_str(), "{r}");
+        assert_eq!((r["container_id"].as_str(), r["container"].as_str()), (Some(&*id), Some("short-lived")), "{r}");
+    }
+    let row = text.expect_line("the client's C row", |l| l.starts_with("C ") && l.contains(&format!(" {cport} ")));
+    assert!(row.trim_end().ends_with(" short-lived"), "{row:?}");
+}
+
+/// The client's local port, from its `connected` report.
+fn client_port(client: &mut Peer) -> u16 {
+    let line = client.out.find(DEADLINE, |l| l.starts_with("connected ")).expect("the client connected");
+    line.split(' ').nth(1).unwrap().parse().unwrap()
 }

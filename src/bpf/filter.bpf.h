@@ -396,6 +396,36 @@ static __always_inline void submit_event(struct event *e)
 	bpf_ringbuf_submit(e, ring_wakeup_flag());
 }
 
+/* A cgroup record (EVENT_CGROUP): the record's head up to its stats, then the cgroup's path and its NUL. */
+#define CGROUP_PATH_MAX 512
+#define CGROUP_RECORD_SIZE (__builtin_offsetof(struct event, stats) + CGROUP_PATH_MAX)
+
+/*
+ * A cgroup made in the v2 hierarchy (hierarchy 0, whose ids events carry) while tcpkit runs: its id and
+ * path, in the ring ahead of any event of a task in it. User space names a cgroup by its id when it prints
+ * an event, and a container that has ended by then (`podman run --rm`, a Kubernetes Job) has no cgroup left
+ * to look at: this record names it anyway. Rare (one per cgroup made), so unfiltered; loaded only when
+ * records name cgroups (JSON, -C).
+ */
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(cgroup_made, struct cgroup *cgrp, const char *path)
+{
+	struct event *e;
+
+	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+		return 0;
+	e = bpf_ringbuf_reserve(&events, CGROUP_RECORD_SIZE, 0);
+	if (!e) {
+		__sync_fetch_and_add(&lost_events, 1);
+		return 0;
+	}
+	e->type = EVENT_CGROUP;
+	e->task.cgroup_id = BPF_CORE_READ(cgrp, kn, id);
+	bpf_probe_read_kernel_str((char *)e + __builtin_offsetof(struct event, stats), CGROUP_PATH_MAX, path);
+	submit_event(e);
+	return 0;
+}
+
 /*
  * The kernel runs a tracing program at most once at a time on a CPU: a state change that comes while the
  * program is running there (a softirq, handling packets or a TCP timer, that interrupted it in a task) is

@@ -217,6 +217,19 @@ struct nsproxy {
 	struct mnt_namespace *mnt_ns;
 };
 
+struct kernfs_node {
+	__u64 id;
+};
+
+struct cgroup_root {
+	int hierarchy_id;
+};
+
+struct cgroup {
+	struct kernfs_node *kn;
+	struct cgroup_root *root;
+};
+
 struct task_struct {
 	unsigned int flags;
 	struct task_struct *group_leader;
