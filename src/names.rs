@@ -20,7 +20,9 @@ const KUBELET_LINKS: &str = "var/log/containers";
 /// Kubelet's pod log directories: `<namespace>_<pod>_<pod uid>`.
 const KUBELET_PODS: &str = "var/log/pods";
 const DOCKER_CONTAINERS: &str = "var/lib/docker/containers";
-const PODMAN_CONTAINERS: &str = "var/lib/containers/storage/overlay-containers/containers.json";
+/// Root podman's container list, named after the storage driver (containers/storage: `<driver>-containers`);
+/// overlay is the default, vfs where overlay cannot run.
+const PODMAN_DRIVERS: [&str; 4] = ["overlay", "vfs", "btrfs", "zfs"];
 
 /// Where a CRI runtime keeps each container's OCI spec (`<dir>/<id>/<spec>`), and the annotations in it
 /// that name the container, its pod and the pod's namespace.
@@ -231,7 +233,9 @@ impl NameFiles {
     }
 
     fn refresh_podman(&mut self) {
-        let path = self.root.join(PODMAN_CONTAINERS);
+        let storage = self.root.join("var/lib/containers/storage");
+        let lists = PODMAN_DRIVERS.map(|driver| storage.join(format!("{driver}-containers/containers.json")));
+        let path = lists.iter().find(|p| p.exists()).unwrap_or(&lists[0]).clone();
         let Some(mtime) = changed(&path, self.podman.mtime) else { return };
         self.podman = Listing { mtime: Some(mtime), content: HashMap::new() };
         let Some(list) = self.read_json(&path, PODMAN_LIST_CAP) else { return };
@@ -455,6 +459,17 @@ mod tests {
     }
 
     #[test]
+    fn podmans_list_is_found_whatever_its_storage_driver() {
+        let root = std::env::temp_dir().join(format!("tcpkit-unit-vfs-{}", std::process::id()));
+        let list = root.join("var/lib/containers/storage/vfs-containers/containers.json");
+        std::fs::create_dir_all(list.parent().unwrap()).unwrap();
+        std::fs::write(&list, format!(r#"[{{"id":"{ID}","names":["on-vfs"]}}]"#)).unwrap();
+        let names = NameFiles::new(&root).names(ID, Some("podman"), None);
+        assert_eq!(names.container.as_deref(), Some("on-vfs"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn container_names_are_dockers_pattern() {
         for good in ["redis-cache", "a", "web_1.x"] {
             assert!(is_docker_name(good), "{good}");
@@ -520,7 +535,7 @@ mod fuzz {
                 "podman",
                 None,
                 false,
-                PODMAN_CONTAINERS.to_string(),
+                "var/lib/containers/storage/overlay-containers/containers.json".to_string(),
                 format!(r#"[{{"id":"{ID}","names":["web-frontend"],"metadata":"{{\"name\":\"web-frontend\"}}"}}]"#),
             ),
             ("containerd", Some(UID), true, format!("{}/{ID}/{}", CONTAINERD.dirs[0], CONTAINERD.spec), spec.clone()),
