@@ -15,9 +15,13 @@ fn io_uring_accepts_are_reported_by_accept_with_the_server() {
     let mut client = Peer::spawn(&[], "connect", &["--addr", &target, "--count", &CONNECTIONS.to_string()]);
     let ports = reported(&mut client, "connected", CONNECTIONS);
     reported(&mut server, "accepted", CONNECTIONS);
-    for (cport, _) in &ports {
-        let line = tcpkit.expect_line("an io_uring accept", |l| is_accept_of(l, server.port, *cport));
-        assert_eq!(line, accept_row(server.pid, PEER, 4, "127.0.0.1", *cport, "127.0.0.1", server.port));
+    // The server accepts in the queue's order, which need not be the order of the connects.
+    let sport = server.port;
+    let wanted: Vec<_> = ports.iter().map(|&(cport, _)| move |l: &str| is_accept_of(l, sport, cport)).collect();
+    let preds: Vec<&dyn Fn(&str) -> bool> = wanted.iter().map(|p| p as &dyn Fn(&str) -> bool).collect();
+    let lines = tcpkit.expect_all("the io_uring accepts", &preds);
+    for (line, (cport, _)) in lines.iter().zip(&ports) {
+        assert_eq!(*line, accept_row(server.pid, PEER, 4, "127.0.0.1", *cport, "127.0.0.1", sport));
     }
     let all = tcpkit.stop_and_collect();
     assert_eq!(all.len(), CONNECTIONS, "each io_uring accept once: {all:#?}");
@@ -31,8 +35,8 @@ fn io_uring_accepts_and_connects_are_reported_by_tracer() {
     let mut client = Peer::spawn(&[], "connect", &["--addr", &target, "--count", "2", "--uring"]);
     let ports = reported(&mut client, "connected", 2);
     let sport = server.port;
+    server.expect_accepted_all(&ports.iter().map(|p| p.0).collect::<Vec<_>>());
     for (cport, _) in ports {
-        server.expect_accepted(cport);
         let lines = tcpkit.expect_all("io_uring C and A", &[&row_of("C", cport, sport), &row_of("A", sport, cport)]);
         let addr = "[::1]";
         assert!(lines[0].starts_with(&row("C", client.pid, PEER, 6, addr, addr, cport, sport)), "{lines:?}");

@@ -91,7 +91,11 @@ fn accepts_report_their_wait_in_the_queue_and_the_backlog_counting_down() {
     let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
     let longest = waited_from.elapsed().as_nanos() as u64 + 1_000_000_000; // the handshakes came before
     for tcpkit in [&mut tracer, &mut accept] {
-        let mut accepts: Vec<Value> = ports.iter().map(|&p| record(tcpkit, "accept", server.port, p)).collect();
+        // The records come in the order of the accepts, which need not be the order of the connects.
+        let wanted: Vec<_> = ports.iter().map(|&p| json_event("accept", server.port, p)).collect();
+        let preds: Vec<&dyn Fn(&str) -> bool> = wanted.iter().map(|p| p as &dyn Fn(&str) -> bool).collect();
+        let lines = tcpkit.expect_all("the three accepts", &preds);
+        let mut accepts: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
         accepts.sort_by_key(|r| number(r, "time_ns"));
         let backlogs: Vec<u64> = accepts.iter().map(|r| number(r, "backlog")).collect();
         assert_eq!(backlogs, [3, 2, 1], "{accepts:#?}");
