@@ -52,9 +52,15 @@ const CONTAINERD: CriSpecs = CriSpecs {
     kind: "io.kubernetes.cri.container-type",
 };
 
-/// CRI-O: the container's userdata directory in containers/storage (run root, else graph root).
+/// CRI-O: the container's userdata directory in containers/storage (run root, else graph root), named after
+/// the storage driver (overlay by default, vfs where overlay cannot run).
 const CRIO: CriSpecs = CriSpecs {
-    dirs: &["run/containers/storage/overlay-containers", "var/lib/containers/storage/overlay-containers"],
+    dirs: &[
+        "run/containers/storage/overlay-containers",
+        "var/lib/containers/storage/overlay-containers",
+        "run/containers/storage/vfs-containers",
+        "var/lib/containers/storage/vfs-containers",
+    ],
     spec: "userdata/config.json",
     namespace: "io.kubernetes.pod.namespace",
     pod: "io.kubernetes.pod.name",
