@@ -75,7 +75,11 @@ impl Filters {
         *f.tgid = self.pid.unwrap_or(0);
         *f.filter_uid = self.uid.is_some();
         *f.uid = self.uid.unwrap_or(0);
-        *f.filter_cgroup_dir = self.cgroup_dir.is_some() || self.pods.is_some();
+        *f.cgroup_dirs = match (&self.cgroup_dir, &self.pods) {
+            (Some(_), _) => 1,
+            (None, Some(_)) => crate::pods::SLOTS as u32,
+            (None, None) => 0,
+        };
         *f.netns = self.netns.unwrap_or(0);
         *f.family = self.family.unwrap_or(0);
         *f.filter_cgroup = self.cgroupmap.is_some();
@@ -192,7 +196,7 @@ pub struct RodataFilters<'a> {
     pub tgid: &'a mut u32,
     pub filter_uid: &'a mut bool,
     pub uid: &'a mut u32,
-    pub filter_cgroup_dir: &'a mut bool,
+    pub cgroup_dirs: &'a mut u32,
     pub netns: &'a mut u32,
     pub family: &'a mut u16,
     pub filter_ports: &'a mut bool,
@@ -218,7 +222,7 @@ macro_rules! impl_filter_rodata {
                     tgid: &mut self.targ_tgid,
                     filter_uid: &mut self.filter_uid,
                     uid: &mut self.targ_uid,
-                    filter_cgroup_dir: &mut self.filter_cgroup_dir,
+                    cgroup_dirs: &mut self.cgroup_dirs,
                     netns: &mut self.targ_netns,
                     family: &mut self.targ_family,
                     filter_ports: &mut self.filter_ports,

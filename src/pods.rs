@@ -17,7 +17,7 @@ use crate::names::{is_dns_name, NameFiles};
 /// How often the pods are looked for again: a new pod's first connections wait at most this long.
 const REFRESH: Duration = Duration::from_secs(1);
 /// The kernel's slots (CGROUP_DIRS in filter.bpf.h).
-const SLOTS: usize = 128;
+pub const SLOTS: usize = 128;
 
 /// The pods asked for: by name (and namespace), or every pod of a namespace.
 #[derive(Debug, Clone)]

@@ -37,7 +37,8 @@ const volatile bool filter_ports = false;
 const volatile bool ports_either_end = false; /* -P matches the remote port too (tracer), not only the local */
 const volatile bool filter_cgroup = false; /* task's cgroup id must be a key of the --cgroupmap map */
 const volatile bool filter_mntns = false;  /* task's mount ns must be a key of the --mntnsmap map */
-const volatile bool filter_cgroup_dir = false; /* task must be in the --cgroup directory or below it */
+/* Slots of cgroup_dir to check: 0, no filter; 1, --cgroup or --container; CGROUP_DIRS, --pod or --namespace. */
+const volatile __u32 cgroup_dirs = 0;
 /* One bit per port: a port list or range costs one load, whatever its length. */
 const volatile __u64 targ_ports[PORT_BITMAP_WORDS] = {};
 
@@ -142,7 +143,7 @@ static __always_inline __u32 current_mntns(void)
 static __always_inline bool in_cgroup_dirs(void)
 {
 #pragma clang loop unroll(disable)
-	for (__u32 i = 0; i < CGROUP_DIRS; i++) {
+	for (__u32 i = 0; i < CGROUP_DIRS && i < cgroup_dirs; i++) {
 		long under = bpf_current_task_under_cgroup(&cgroup_dir, i);
 
 		if (under == 1)
@@ -165,7 +166,7 @@ static __always_inline bool task_wanted(__u64 pid_tgid)
 		return false;
 	if (filter_cgroup && !in_set(&cgroup_set, bpf_get_current_cgroup_id()))
 		return false;
-	if (filter_cgroup_dir && !in_cgroup_dirs())
+	if (cgroup_dirs && !in_cgroup_dirs())
 		return false;
 	if (filter_mntns && !in_set(&mntns_set, current_mntns()))
 		return false;
@@ -175,7 +176,7 @@ static __always_inline bool task_wanted(__u64 pid_tgid)
 /* True when some filter is about the task: then an event whose task is unknown cannot be shown. */
 static __always_inline bool any_task_filter(void)
 {
-	return targ_tgid || filter_uid || filter_cgroup || filter_cgroup_dir || filter_mntns;
+	return targ_tgid || filter_uid || filter_cgroup || cgroup_dirs || filter_mntns;
 }
 
 static __always_inline void current_task_info(struct task_info *t, __u64 pid_tgid)
