@@ -21,6 +21,8 @@ pub const EVENT_CLOSE: u8 = 3;
 pub const EVENT_FAIL: u8 = 4;
 /// Not a connection's: a cgroup made, its id in task.cgroup_id and its path after the record's head.
 pub const EVENT_CGROUP: u8 = 5;
+/// Not a connection's: a cgroup removed, its id in task.cgroup_id.
+pub const EVENT_CGROUP_GONE: u8 = 6;
 const DURATION_UNKNOWN: u64 = u64::MAX;
 
 /// How a connection ended (src/bpf/tcpkit.h, enum end_kind), by its value.

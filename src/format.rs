@@ -16,6 +16,9 @@ pub trait Format {
     /// now, for events whose cgroup is gone by the time they are printed.
     fn cgroup_made(&mut self, _id: u64, _path: &str) {}
 
+    /// The kernel saw cgroup `id` removed: a layout that names cgroups may forget it after a while.
+    fn cgroup_removed(&mut self, _id: u64) {}
+
     /// `count` events were lost on a full ring buffer (stderr says so too; text has no record for it).
     fn lost(&mut self, _count: u64, _w: &mut impl Write) -> io::Result<()> {
         Ok(())

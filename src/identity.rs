@@ -6,7 +6,7 @@
 //! the node's files (names.rs), read when its cgroup is first seen, again each second while they are
 //! missing (a new container's files may come after its first connection), and every few seconds for a
 //! docker or podman container (a rename).
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::MetadataExt;
@@ -24,6 +24,9 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
 const NAMES_RETRY: Duration = Duration::from_secs(1);
 /// How often a docker or podman container's name is read again (a rename); Kubernetes names never change.
 const NAMES_REFRESH: Duration = Duration::from_secs(5);
+/// How long a removed cgroup stays known: a close that waited for its connection's end (FIN_WAIT2 lasts
+/// up to tcp_fin_timeout, 60 s by default) can name a cgroup removed before it.
+const FORGET_AFTER: Duration = Duration::from_secs(180);
 
 /// What a cgroup's path says about the tasks in it.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -147,6 +150,9 @@ pub struct CgroupCache {
     by_id: Option<File>,
     known: HashMap<u64, Option<Identity>>,
     last_scan: Option<Instant>,
+    /// Removed cgroups, oldest first, to forget FORGET_AFTER their removal.
+    removed: VecDeque<(Instant, u64)>,
+    forget_after: Duration,
 }
 
 /// What opening a cgroup by its id found.
@@ -163,7 +169,15 @@ impl CgroupCache {
     pub fn new(host_root: &Path) -> CgroupCache {
         let root = cgroup2_root();
         let by_id = root.as_deref().and_then(|r| File::open(r).ok());
-        CgroupCache { root, files: NameFiles::new(host_root), by_id, known: HashMap::new(), last_scan: None }
+        CgroupCache {
+            root,
+            files: NameFiles::new(host_root),
+            by_id,
+            known: HashMap::new(),
+            last_scan: None,
+            removed: VecDeque::new(),
+            forget_after: FORGET_AFTER,
+        }
     }
 
     /// The identity of a cgroup id; None for 0 (no task), and for a cgroup not found (it vanished before
@@ -197,9 +211,27 @@ impl CgroupCache {
         Some(identity)
     }
 
-    /// A cgroup the kernel saw made (a cgroup record): known from now on, even once it is removed.
+    /// A cgroup the kernel saw made (a cgroup record): known from now on, until FORGET_AFTER its removal.
     pub fn learn(&mut self, id: u64, path: &str) {
+        self.forget_old();
         self.known.insert(id, Some(Identity::from_path(path)));
+    }
+
+    /// A cgroup the kernel saw removed: forgotten FORGET_AFTER from now, when the next cgroup is made or
+    /// removed (what grows the cache is what prunes it; lookups stay free of it).
+    pub fn removed(&mut self, id: u64) {
+        self.forget_old();
+        self.removed.push_back((Instant::now(), id));
+    }
+
+    fn forget_old(&mut self) {
+        while let Some(&(at, id)) = self.removed.front() {
+            if at.elapsed() < self.forget_after {
+                break;
+            }
+            self.known.remove(&id);
+            self.removed.pop_front();
+        }
     }
 
     /// One cgroup, by its id: on cgroup2 the id is the directory's file handle (kernfs's), so
@@ -466,6 +498,21 @@ mod tests {
             std::fs::remove_dir(&dir).unwrap();
             std::fs::remove_dir(&newer).unwrap();
         }
+    }
+
+    #[test]
+    fn removed_cgroups_are_kept_a_while_then_forgotten() {
+        let (gone, next) = (u64::MAX - 7, u64::MAX - 8);
+        let mut cache = CgroupCache::new(Path::new("/"));
+        cache.forget_after = Duration::from_millis(50);
+        cache.learn(gone, "/system.slice/gone.service");
+        cache.removed(gone);
+        let unit = cache.lookup(gone).and_then(|i| i.unit.clone());
+        assert_eq!(unit.as_deref(), Some("gone.service"), "kept for the closes still to come");
+        std::thread::sleep(Duration::from_millis(60));
+        cache.learn(next, "/system.slice/next.service");
+        assert!(!cache.known.contains_key(&gone), "forgotten once the while has passed");
+        assert!(cache.known.contains_key(&next) && cache.removed.is_empty());
     }
 
     #[test]

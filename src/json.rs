@@ -140,6 +140,10 @@ impl Format for Json {
         self.cgroups.learn(id, path);
     }
 
+    fn cgroup_removed(&mut self, id: u64) {
+        self.cgroups.removed(id);
+    }
+
     fn header(&mut self, _w: &mut impl Write) -> io::Result<()> {
         Ok(())
     }

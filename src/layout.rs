@@ -38,6 +38,14 @@ impl Format for Layout {
         }
     }
 
+    fn cgroup_removed(&mut self, id: u64) {
+        match self {
+            Layout::Accept(f) => f.cgroup_removed(id),
+            Layout::Tracer(f) => f.cgroup_removed(id),
+            Layout::Json(f) => f.cgroup_removed(id),
+        }
+    }
+
     fn lost(&mut self, count: u64, w: &mut impl Write) -> io::Result<()> {
         match self {
             Layout::Accept(f) => f.lost(count, w),

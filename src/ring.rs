@@ -62,11 +62,18 @@ pub fn run(
                 return -1; // -c: nothing more, not even what is already queued
             }
             let Some(e) = event::decode(data) else { return 0 };
-            if e.r#type == event::EVENT_CGROUP {
-                if let Some(path) = event::cgroup_path(data) {
-                    format.borrow_mut().cgroup_made(e.task.cgroup_id, path);
+            match e.r#type {
+                event::EVENT_CGROUP => {
+                    if let Some(path) = event::cgroup_path(data) {
+                        format.borrow_mut().cgroup_made(e.task.cgroup_id, path);
+                    }
+                    return 0;
                 }
-                return 0;
+                event::EVENT_CGROUP_GONE => {
+                    format.borrow_mut().cgroup_removed(e.task.cgroup_id);
+                    return 0;
+                }
+                _ => {}
             }
             if let Err(err) = format.borrow_mut().event(&e, out.borrow_mut().writer()) {
                 *write_error.borrow_mut() = Some(err);

@@ -134,7 +134,8 @@ fn load<'obj, T: Tool>(
     pinned.fill_holders(&map(object, "cgroup_set")?, &map(object, "mntns_set")?, &cgroup_dir)?;
     let pods = filters.pods.as_ref().map(|p| PodDirs::install(p, &cgroup_dir)).transpose()?;
     // Cgroups first: a cgroup's record must be in the ring before any event of a task in it.
-    let order = ["cgroup_made"].iter().chain(plan.attach_first).chain(ACCEPT_HOOKS).chain(plan.attach_last);
+    let order =
+        ["cgroup_made", "cgroup_removed"].iter().chain(plan.attach_first).chain(ACCEPT_HOOKS).chain(plan.attach_last);
     let links = attach(skel.object(), order)?;
     Ok((skel, links, pods))
 }
@@ -153,7 +154,7 @@ fn select_programs(programs: &Programs, object: &mut OpenObject) -> bool {
             Some("tp_io_uring_submit_sqe") => tracepoints_only && uring.submit_needed && uring.submit,
             Some("tp_io_uring_task_add") => tracepoints_only && uring.submit_needed && uring.task_add,
             Some("tp_sys_enter_connect" | "tp_sys_exit_connect") => features.failed,
-            Some("cgroup_made") => features.cgroups,
+            Some("cgroup_made" | "cgroup_removed") => features.cgroups,
             Some(
                 "tp_sys_enter_accept4" | "tp_sys_enter_accept" | "inet_sock_set_state_handshake" | "nested_handshake",
             ) => features.stats,

@@ -56,6 +56,12 @@ impl ContainerColumn {
         }
     }
 
+    fn forget(&mut self, id: u64) {
+        if let Some(cache) = &mut self.0 {
+            cache.removed(id);
+        }
+    }
+
     fn cell<'a, W: Write>(&mut self, row: Row<'a, W>, cgroup_id: u64) -> Row<'a, W> {
         match &mut self.0 {
             Some(cache) => row.left(cache.lookup(cgroup_id).map_or("-", Identity::column), SHORT_ID),
@@ -150,6 +156,10 @@ impl AcceptText {
 impl Format for AcceptText {
     fn cgroup_made(&mut self, id: u64, path: &str) {
         self.container.learn(id, path);
+    }
+
+    fn cgroup_removed(&mut self, id: u64) {
+        self.container.forget(id);
     }
 
     fn header(&mut self, w: &mut impl Write) -> io::Result<()> {
@@ -309,6 +319,10 @@ fn ip_version(e: &Event) -> &'static str {
 impl Format for TracerText {
     fn cgroup_made(&mut self, id: u64, path: &str) {
         self.container.learn(id, path);
+    }
+
+    fn cgroup_removed(&mut self, id: u64) {
+        self.container.forget(id);
     }
 
     fn header(&mut self, w: &mut impl Write) -> io::Result<()> {

@@ -428,6 +428,29 @@ int BPF_PROG(cgroup_made, struct cgroup *cgrp, const char *path)
 }
 
 /*
+ * A v2 cgroup removed: user space may forget it once the events that can still name it are printed (a close
+ * that waited for CLOSE can come after the owner's cgroup is gone), so that a node making cgroups all day
+ * does not grow tcpkit's cache. The record's head only, type EVENT_CGROUP_GONE and the id.
+ */
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(cgroup_removed, struct cgroup *cgrp, const char *path)
+{
+	struct event *e;
+
+	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+		return 0;
+	e = bpf_ringbuf_reserve(&events, __builtin_offsetof(struct event, stats), 0);
+	if (!e) {
+		__sync_fetch_and_add(&lost_events, 1);
+		return 0;
+	}
+	e->type = EVENT_CGROUP_GONE;
+	e->task.cgroup_id = BPF_CORE_READ(cgrp, kn, id);
+	submit_event(e);
+	return 0;
+}
+
+/*
  * The kernel runs a tracing program at most once at a time on a CPU: a state change that comes while the
  * program is running there (a softirq, handling packets or a TCP timer, that interrupted it in a task) is
  * skipped, counted only in the program's recursion_misses, and its event is lost. Measured on 6.18: 468

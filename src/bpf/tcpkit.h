@@ -12,6 +12,7 @@ enum event_type {
 	EVENT_CLOSE = 3,
 	EVENT_FAIL = 4,       /* a connect that failed (--failed) */
 	EVENT_CGROUP = 5,     /* not a connection's: a cgroup made (filter.bpf.h, cgroup_made) */
+	EVENT_CGROUP_GONE = 6, /* not a connection's: a cgroup removed (filter.bpf.h, cgroup_removed) */
 };
 
 /* How a connection ended (close events, with lifespan on); 0 when not known. */
