@@ -357,38 +357,39 @@ pub fn container_dir(arg: &str, host_root: &Path) -> Result<PathBuf, String> {
 /// The cgroup directory of each pod in `uids` that has one now: the shallowest directory whose name carries
 /// its UID (kubelet's `kubepods-<qos>-pod<uid>.slice`, or `pod<uid>` with the cgroupfs driver).
 pub fn pod_dirs(uids: &[&str]) -> HashMap<String, PathBuf> {
-    let mut found: HashMap<String, (usize, PathBuf)> = HashMap::new();
     let Some(root) = cgroup2_root() else { return HashMap::new() };
-    walk(&root, |_, path| {
-        let Some(uid) = Identity::from_path(path).pod_uid.filter(|uid| uids.contains(&uid.as_str())) else { return };
+    shallowest_dirs(&root, |identity| identity.pod_uid.filter(|uid| uids.contains(&uid.as_str())))
+}
+
+/// Key -> the shallowest directory (fewest path components) of the cgroup tree under `root` whose path
+/// gives that key (a container's ID, a pod's UID): the directory a runtime or kubelet made, above the
+/// sub-cgroups it holds.
+fn shallowest_dirs(root: &Path, key_of: impl Fn(Identity) -> Option<String>) -> HashMap<String, PathBuf> {
+    let mut found: HashMap<String, (usize, PathBuf)> = HashMap::new();
+    walk(root, |_, path| {
+        let Some(key) = key_of(Identity::from_path(path)) else { return };
         let depth = path.matches('/').count();
-        if found.get(&uid).is_none_or(|(known, _)| depth < *known) {
-            found.insert(uid, (depth, root.join(path.trim_start_matches('/'))));
+        if found.get(&key).is_none_or(|(known, _)| depth < *known) {
+            found.insert(key, (depth, root.join(path.trim_start_matches('/'))));
         }
     });
-    found.into_iter().map(|(uid, (_, dir))| (uid, dir)).collect()
+    found.into_iter().map(|(key, (_, dir))| (key, dir)).collect()
 }
 
 /// The shallowest cgroup directory of the one container whose ID starts with `prefix` (lowercase hex);
 /// None when no container's does.
 fn dir_of_id(prefix: &str) -> Result<Option<PathBuf>, String> {
     let root = cgroup2_root().ok_or("--container: no cgroup v2 hierarchy is mounted, so no container can be found")?;
-    // Full ID -> its shallowest directory (fewest path components).
-    let mut found: Vec<(String, usize, String)> = Vec::new();
-    walk(&root, |_, path| {
-        let Some(id) = Identity::from_path(path).container_id.filter(|id| id.starts_with(prefix)) else { return };
-        let depth = path.matches('/').count();
-        match found.iter_mut().find(|(known, _, _)| *known == id) {
-            Some(entry) if entry.1 <= depth => {}
-            Some(entry) => *entry = (id, depth, path.to_string()),
-            None => found.push((id, depth, path.to_string())),
-        }
-    });
+    let mut found: Vec<(String, PathBuf)> =
+        shallowest_dirs(&root, |identity| identity.container_id.filter(|id| id.starts_with(prefix)))
+            .into_iter()
+            .collect();
+    found.sort();
     match found.as_slice() {
         [] => Ok(None),
-        [(_, _, path)] => Ok(Some(root.join(path.trim_start_matches('/')))),
+        [(_, dir)] => Ok(Some(dir.clone())),
         many => {
-            let ids: Vec<&str> = many.iter().map(|(id, _, _)| id.get(..prefix.len() + 1).unwrap_or(id)).collect();
+            let ids: Vec<&str> = many.iter().map(|(id, _)| id.get(..prefix.len() + 1).unwrap_or(id)).collect();
             Err(format!(
                 "--container {prefix}: ambiguous, {} containers' IDs start with it ({}...); give more digits",
                 many.len(),
