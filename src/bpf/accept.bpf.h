@@ -34,9 +34,12 @@ struct accept_call {
 	__u64 seen;     /* the sock the kernel hook saw this call return */
 };
 
-/* Thread -> its accept() call in progress; LRU so nothing can pile up. */
+/*
+ * Thread -> its accept() call in progress, from the syscall's entry or kernel hook to its exit, which every
+ * call reaches (a thread killed in accept() leaves through it too). Not an LRU map (see owners).
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, struct accept_call);

@@ -334,8 +334,8 @@ static __always_inline __u64 ring_wakeup_flag(void)
 }
 
 /*
- * bpf_map_update_elem, counted when it fails: a full LRU never fails, but a hash map's bucket lock can
- * (busy on this CPU, or, with the kernel's resilient spin locks, a deadlock or a timeout), and what tcpkit
+ * bpf_map_update_elem, counted when it fails: a full map refuses an entry, and so can a hash map's bucket
+ * lock (busy on this CPU, or, with the kernel's resilient spin locks, a deadlock or a timeout); what tcpkit
  * could not remember costs events later: never silently. BPF_NOEXIST's -EEXIST is an answer, not a failure.
  */
 #define remember(map, key, value, flags)                                                                 \

@@ -67,9 +67,12 @@ struct connect_target {
 	__u16 dport;
 };
 
-/* Thread -> its connect() call in progress; an entry lives from the syscall's entry to its exit. */
+/*
+ * Thread -> its connect() call in progress; an entry lives from the syscall's entry to its exit. Not an LRU
+ * map, whose early evictions would drop other threads' calls (see owners).
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, struct connect_call);
