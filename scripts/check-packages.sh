@@ -69,7 +69,8 @@ echo "== files in $rpm"
 rpm2cpio "$rpm" > "$work/payload.cpio" || true
 cpio -t --quiet < "$work/payload.cpio" | sed 's|^\./|/|' | sort | tee "$work/rpm-files"
 expected="/usr/sbin/tcpkit /usr/share/man/man8/tcpkit.8.gz /usr/share/man/man8/tcpkit-accept.8.gz
-/usr/share/man/man8/tcpkit-tracer.8.gz /usr/share/bash-completion/completions/tcpkit
+/usr/share/man/man8/tcpkit-metrics.8.gz /usr/share/man/man8/tcpkit-tracer.8.gz
+/usr/share/bash-completion/completions/tcpkit
 /usr/share/zsh/site-functions/_tcpkit /usr/share/fish/vendor_completions.d/tcpkit.fish
 /usr/share/licenses/tcpkit/LICENSE /usr/share/doc/tcpkit/README.md"
 for f in $expected; do grep -qx "$f" "$work/rpm-files" || fail "the rpm lacks $f"; done

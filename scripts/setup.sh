@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing tcpkit needs on a fresh Debian or Ubuntu machine: clang for the BPF
 # objects, libelf and zlib for libbpf, man for the man-page test. Rust (cargo 1.82+) must already be there.
-# --test adds what the tests use besides: podman and runc, to run tcpkit's image and a container to trace.
+# --test adds what the tests use besides: podman and runc, to run tcpkit's image and a container to trace;
+# prometheus (with promtool), which scrapes `tcpkit metrics` in its tests.
 set -euo pipefail
 
 packages=(clang libelf-dev zlib1g-dev pkg-config make man-db)
 if [ "${1:-}" = "--test" ]; then
-  packages+=(podman runc iproute2 nftables)
+  packages+=(podman runc iproute2 nftables prometheus)
 fi
 
 as_root() {

@@ -21,8 +21,10 @@ pub fn run(args: &AcceptArgs) -> Result<()> {
         cgroups: args.output.names_cgroups(),
         ..Features::default()
     };
-    session::run::<AcceptSkelBuilder, _>(&args.filter, &args.run, &PLAN, features, |backend| match args.output.json() {
-        true => Layout::Json(Json::new(backend.name(), &args.filter.host_root)),
-        false => Layout::Accept(AcceptText::new(&args.output, &args.filter.host_root)),
+    session::run::<AcceptSkelBuilder, _>(&args.filter, &args.run, &PLAN, features, |backend, _| {
+        Ok(match args.output.json() {
+            true => Layout::Json(Json::new(backend.name(), &args.filter.host_root)),
+            false => Layout::Accept(AcceptText::new(&args.output, &args.filter.host_root)),
+        })
     })
 }

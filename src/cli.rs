@@ -30,6 +30,10 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Serve per-workload TCP metrics for Prometheus, counted in the kernel
+    #[command(after_help = METRICS_EXAMPLES)]
+    #[command(mut_arg("ports", |a| a.help("Give these ports a label of their own (the local port of accepted connections, the remote one of connects); the others count as port=\"other\"")))]
+    Metrics(MetricsArgs),
     /// Trace connect, accept and close of established TCP connections (like bcc's tcptracer)
     #[command(after_help = TRACER_EXAMPLES)]
     #[command(mut_arg("ports", |a| a.help("Trace connections with one of these ports at either end only: a comma list of ports and ranges, e.g. 80,443,8000-8080")))]
@@ -69,6 +73,38 @@ pub struct TracerArgs {
     pub run: RunArgs,
 }
 
+const METRICS_EXAMPLES: &str = "Examples:
+  tcpkit metrics                          # serve http://0.0.0.0:10070/metrics
+  tcpkit metrics --listen 127.0.0.1:10070  # on loopback only
+  tcpkit metrics --listen [::]:10070       # on every IPv4 and IPv6 address
+  tcpkit metrics -P 80,443,5432           # ports of their own for these, port=\"other\" for the rest
+  tcpkit metrics --namespace shop         # only the pods of Kubernetes namespace shop";
+
+/// Where `tcpkit metrics` listens unless told: a port the Prometheus project's list of exporters' default
+/// ports leaves free (its wiki's "Default port allocations": 9100 to 9999 are all taken, and exporters
+/// since have taken ports from 10001 up, past 10058 by 2026; 10063 to 10079 are free there and unassigned
+/// by IANA).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:10070";
+
+#[derive(Args, Debug)]
+pub struct MetricsArgs {
+    /// Serve /metrics at this address and port (IPv6 in brackets: [::]:10070)
+    #[arg(long = "listen", value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Count at most this many series in the kernel; events of series beyond are counted in
+    /// tcpkit_series_dropped_total
+    #[arg(long = "max-series", value_name = "N", default_value_t = 8192, value_parser = parse_max_series)]
+    pub max_series: u32,
+    /// Keep the series of a workload whose cgroup is gone this many seconds more, so that scrapes see its
+    /// last counts
+    #[arg(long = "forget-after", value_name = "SECONDS", default_value = "300", value_parser = parse_duration)]
+    pub forget_after: Duration,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
 const ACCEPT_EXAMPLES: &str = "Examples:
   tcpkit accept                 # trace all TCP accepts
   tcpkit accept -t              # include timestamps
@@ -90,7 +126,7 @@ pub struct AcceptArgs {
 }
 
 /// Filters: every one runs in the kernel, before an event is reserved.
-#[derive(Args, Debug, Default)]
+#[derive(Args, Clone, Debug, Default)]
 pub struct FilterArgs {
     /// Trace this process (thread group) only
     #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid)]
@@ -240,6 +276,10 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
         Some(b) if b.is_power_of_two() && (4096..=256 << 20).contains(&b) => Ok(b as u32),
         _ => Err("the ring size is a power of two from 4K to 256M, e.g. 64K or 1M".into()),
     }
+}
+
+fn parse_max_series(s: &str) -> Result<u32, String> {
+    number_where(s, |&n| (16..=1 << 20).contains(&n), "--max-series is a whole number from 16 to 1048576")
 }
 
 fn parse_netns(s: &str) -> Result<u32, String> {

@@ -23,6 +23,23 @@ pub trait Format {
     fn lost(&mut self, _count: u64, _w: &mut impl Write) -> io::Result<()> {
         Ok(())
     }
+
+    /// Between polls of the ring (every 50 ms at most), never per event: for a layout with work of its own
+    /// (metrics answers scrapes), with the kernel's counts of what it could not keep so far.
+    fn idle(&mut self, _losses: &Losses) {}
+}
+
+/// The kernel's counts of what tcpkit could not keep, each since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Losses {
+    /// Events that found the ring buffer full.
+    pub events: u64,
+    /// Connections whose entry the kernel refused to store in tcpkit's maps (their events may be missing).
+    pub unremembered: u64,
+    /// Cgroup records that found the ring buffer full: the names of cgroups gone before their events print.
+    pub cgroups: u64,
+    /// Series the kernel had no room for (metrics: --max-series).
+    pub series_dropped: u64,
 }
 
 /// Turns the kernel's CLOCK_MONOTONIC event stamps into bcc's time columns.

@@ -2,7 +2,8 @@
 use std::io::{self, Write};
 
 use crate::event::Event;
-use crate::format::Format;
+use crate::exporter::Exporter;
+use crate::format::{Format, Losses};
 use crate::json::Json;
 use crate::text::{AcceptText, TracerText};
 
@@ -11,6 +12,7 @@ pub enum Layout {
     Accept(AcceptText),
     Tracer(TracerText),
     Json(Json),
+    Metrics(Box<Exporter>),
 }
 
 impl Format for Layout {
@@ -19,6 +21,7 @@ impl Format for Layout {
             Layout::Accept(f) => f.header(w),
             Layout::Tracer(f) => f.header(w),
             Layout::Json(f) => f.header(w),
+            Layout::Metrics(f) => f.header(w),
         }
     }
 
@@ -27,6 +30,7 @@ impl Format for Layout {
             Layout::Accept(f) => f.event(e, w),
             Layout::Tracer(f) => f.event(e, w),
             Layout::Json(f) => f.event(e, w),
+            Layout::Metrics(f) => f.event(e, w),
         }
     }
 
@@ -35,6 +39,7 @@ impl Format for Layout {
             Layout::Accept(f) => f.cgroup_made(id, path),
             Layout::Tracer(f) => f.cgroup_made(id, path),
             Layout::Json(f) => f.cgroup_made(id, path),
+            Layout::Metrics(f) => f.cgroup_made(id, path),
         }
     }
 
@@ -43,6 +48,7 @@ impl Format for Layout {
             Layout::Accept(f) => f.cgroup_removed(id),
             Layout::Tracer(f) => f.cgroup_removed(id),
             Layout::Json(f) => f.cgroup_removed(id),
+            Layout::Metrics(f) => f.cgroup_removed(id),
         }
     }
 
@@ -51,6 +57,13 @@ impl Format for Layout {
             Layout::Accept(f) => f.lost(count, w),
             Layout::Tracer(f) => f.lost(count, w),
             Layout::Json(f) => f.lost(count, w),
+            Layout::Metrics(f) => f.lost(count, w),
+        }
+    }
+
+    fn idle(&mut self, losses: &Losses) {
+        if let Layout::Metrics(f) = self {
+            f.idle(losses);
         }
     }
 }

@@ -12,12 +12,16 @@ mod cli;
 mod columns;
 mod error;
 mod event;
+mod exporter;
+mod families;
 mod filter;
 mod format;
+mod http;
 mod identity;
 mod json;
 mod kernel;
 mod layout;
+mod metrics;
 mod names;
 mod output;
 mod pods;
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
     signals::install();
     let result = match &cli.command {
         cli::Command::Accept(args) => accept::run(args),
+        cli::Command::Metrics(args) => metrics::run(args),
         cli::Command::Tracer(args) => tracer::run(args),
         cli::Command::Completions { shell } => completions(*shell),
     };

@@ -8,7 +8,7 @@ use libbpf_rs::{MapCore, RingBufferBuilder};
 
 use crate::error::{Context, Error, Result};
 use crate::event;
-use crate::format::Format;
+use crate::format::{Format, Losses};
 use crate::output::{is_broken_pipe, Output};
 use crate::signals;
 
@@ -21,15 +21,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 pub struct Limits {
     pub count: Option<u64>,
     pub duration: Option<Duration>,
-}
-
-/// The kernel's counts of what tcpkit could not keep, each since it started.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Losses {
-    /// Events that found the ring buffer full.
-    pub events: u64,
-    /// Connections whose entry the kernel refused to store in tcpkit's maps (their events may be missing).
-    pub unremembered: u64,
 }
 
 /// Reads events until asked to stop. `losses` reads the kernel's counts of what it could not keep;
@@ -113,6 +104,7 @@ pub fn run(
             Ok(n) => n,
             Err(e) => return quiet_if_broken_pipe(e),
         };
+        format.borrow_mut().idle(&reported);
         timeout = match out.borrow_mut().after_batch() {
             Ok(t) => t,
             Err(e) => return quiet_if_broken_pipe(e),
@@ -153,6 +145,12 @@ fn report_losses(now: Losses, reported: Losses, format: &mut impl Format, out: &
     if now.events > reported.events {
         eprintln!("tcpkit: lost {} events", now.events - reported.events);
         format.lost(now.events - reported.events, out.writer())?;
+    }
+    if now.cgroups > reported.cgroups {
+        eprintln!(
+            "tcpkit: {} cgroup records lost (the ring buffer was full): containers gone before their events print show no name",
+            now.cgroups - reported.cgroups
+        );
     }
     if now.unremembered > reported.unremembered {
         eprintln!(

@@ -11,7 +11,7 @@ use crate::backend::{self, Backend};
 use crate::cli::{FilterArgs, RunArgs};
 use crate::error::{Context, Error, Result};
 use crate::filter::{FilterRodata, Filters, PinnedSets};
-use crate::format::Format;
+use crate::format::{Format, Losses};
 use crate::pods::PodDirs;
 use crate::{kernel, preflight, ring};
 
@@ -54,6 +54,8 @@ pub struct Features {
     pub stats: bool,
     /// Records name cgroups (JSON, -C): the kernel reports each cgroup made, for those gone before printing.
     pub cgroups: bool,
+    /// The most series the kernel counts (metrics: --max-series); 0 for objects that count none.
+    pub series: u32,
 }
 
 /// A generated skeleton builder, with typed access to the things only its own types know: the rodata
@@ -61,19 +63,32 @@ pub struct Features {
 pub trait Tool: for<'obj> SkelBuilder<'obj> + Default {
     fn rodata<'a, 'obj>(open: &'a mut <Self as SkelBuilder<'obj>>::Output) -> &'a mut dyn FilterRodata;
     fn set_features<'obj>(open: &mut <Self as SkelBuilder<'obj>>::Output, features: Features);
-    /// The .bss counters of events lost on a full ring and of map updates the kernel refused.
-    fn losses<'a, 'obj>(loaded: &'a Loaded<'obj, Self>) -> (&'a u64, &'a u64);
+    /// The .bss counters of what the kernel could not keep.
+    fn losses<'a, 'obj>(loaded: &'a Loaded<'obj, Self>) -> LossCounters<'a>;
+}
+
+/// The kernel's counters of what it could not keep, in the loaded object's .bss.
+pub struct LossCounters<'a> {
+    /// Events that found the ring buffer full.
+    pub events: &'a u64,
+    /// Map updates the kernel refused.
+    pub unremembered: &'a u64,
+    /// Cgroup records that found the ring buffer full.
+    pub cgroups: &'a u64,
+    /// Series the kernel had no room for (metrics only).
+    pub series_dropped: Option<&'a u64>,
 }
 
 pub type Loaded<'obj, T> = <<T as SkelBuilder<'obj>>::Output as OpenSkel<'obj>>::Output;
 
-/// Runs a subcommand; `layout` makes its output format once the backend is known (JSON names it).
+/// Runs a subcommand; `layout` makes its output once the object is loaded: JSON names the backend, metrics
+/// reads the object's series map.
 pub fn run<T: Tool, F: Format>(
     filter: &FilterArgs,
     run: &RunArgs,
     plan: &Plan,
     features: Features,
-    layout: impl FnOnce(Backend) -> F,
+    layout: impl FnOnce(Backend, &Object) -> Result<F>,
 ) -> Result<()> {
     let filters = Filters::from_args(filter)?;
     preflight::check()?;
@@ -92,12 +107,17 @@ pub fn run<T: Tool, F: Format>(
         }
     }
     let events = map(skel.object(), "events")?;
-    let (lost, unremembered) = T::losses(&skel);
+    let counters = T::losses(&skel);
     let limits = ring::Limits { count: run.count, duration: run.duration };
-    let losses =
-        || ring::Losses { events: kernel::read_counter(lost), unremembered: kernel::read_counter(unremembered) };
+    let losses = || Losses {
+        events: kernel::read_counter(counters.events),
+        unremembered: kernel::read_counter(counters.unremembered),
+        cgroups: kernel::read_counter(counters.cgroups),
+        series_dropped: counters.series_dropped.map_or(0, kernel::read_counter),
+    };
     let housekeeping = || pods.as_mut().map_or(Ok(()), PodDirs::refresh);
-    ring::run(&events, losses, housekeeping, &mut layout(backend), limits)
+    let mut layout = layout(backend, skel.object())?;
+    ring::run(&events, losses, housekeeping, &mut layout, limits)
 }
 
 /// What decides which of an object's programs load: the backend, the features, the io_uring tracepoints.
@@ -168,6 +188,10 @@ fn select_programs(programs: &Programs, object: &mut OpenObject) -> bool {
             Some("connect_calls") => !features.failed,
             Some("uring_accepts") => !(tracepoints_only && uring.submit_needed),
             Some("owners") => !(owners_always || features.stats),
+            Some("series") => {
+                let _ = map.set_max_entries(features.series.max(1));
+                continue;
+            }
             _ => continue,
         };
         if unused {
@@ -203,6 +227,6 @@ fn name_enotsupp(err: Error) -> Error {
     }
 }
 
-fn map<'a>(object: &'a Object, name: &str) -> Result<Map<'a>> {
+pub fn map<'a>(object: &'a Object, name: &str) -> Result<Map<'a>> {
     object.maps().find(|m| m.name() == name).ok_or_else(|| Error::runtime(format!("the BPF object has no map {name}")))
 }

@@ -9,11 +9,19 @@ pub mod tracer {
     include!(concat!(env!("OUT_DIR"), "/tracer.skel.rs"));
 }
 
+pub mod metrics {
+    include!(concat!(env!("OUT_DIR"), "/metrics.skel.rs"));
+}
+
 /// Implements `session::Tool` and `filter::FilterRodata` for a skeleton module; the generated names
 /// differ only by the object's name.
-/// `$features` writes the subcommand's own rodata switches for `session::Features`.
+/// `$features` writes the subcommand's own rodata switches for `session::Features`; `$dropped` finds the
+/// .bss count of series the kernel had no room for, in the objects that count series (metrics).
 macro_rules! tool {
     ($module:ident, $builder:ident, $open:ident, $loaded:ident, $features:expr) => {
+        tool!($module, $builder, $open, $loaded, $features, |_| None);
+    };
+    ($module:ident, $builder:ident, $open:ident, $loaded:ident, $features:expr, $dropped:expr) => {
         crate::impl_filter_rodata!($module::types::rodata);
 
         impl crate::session::Tool for $module::$builder {
@@ -27,9 +35,15 @@ macro_rules! tool {
                 write(rodata, features);
             }
 
-            fn losses<'a, 'obj>(loaded: &'a $module::$loaded<'obj>) -> (&'a u64, &'a u64) {
+            fn losses<'a, 'obj>(loaded: &'a $module::$loaded<'obj>) -> crate::session::LossCounters<'a> {
                 let bss = loaded.maps.bss_data.as_deref().expect("every tcpkit object has a .bss");
-                (&bss.lost_events, &bss.unremembered)
+                let dropped: fn(&$module::types::bss) -> Option<&u64> = $dropped;
+                crate::session::LossCounters {
+                    events: &bss.lost_events,
+                    unremembered: &bss.unremembered,
+                    cgroups: &bss.lost_cgroups,
+                    series_dropped: dropped(bss),
+                }
             }
         }
     };
@@ -43,3 +57,17 @@ tool!(tracer, TracerSkelBuilder, OpenTracerSkel, TracerSkel, |rodata, features| 
     rodata.lifespan = features.lifespan;
     rodata.stats = features.stats;
 });
+tool!(
+    metrics,
+    MetricsSkelBuilder,
+    OpenMetricsSkel,
+    MetricsSkel,
+    |rodata, _| {
+        // Everything a family needs: failures, how connections end, handshakes and queue waits.
+        rodata.report_failures = true;
+        rodata.lifespan = true;
+        rodata.stats = true;
+        rodata.hist_bounds = crate::families::HISTOGRAM_BOUNDS_NS;
+    },
+    |bss| Some(&bss.series_dropped)
+);

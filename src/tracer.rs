@@ -23,6 +23,7 @@ pub fn run(args: &TracerArgs) -> Result<()> {
         lifespan: args.lifespan || json,
         stats: args.output.stats || json,
         cgroups: args.output.names_cgroups(),
+        ..Features::default()
     };
     let columns = TracerColumns {
         verbose: args.verbose,
@@ -30,8 +31,10 @@ pub fn run(args: &TracerArgs) -> Result<()> {
         error: args.failed,
         lifespan: args.lifespan,
     };
-    session::run::<TracerSkelBuilder, _>(&args.filter, &args.run, &PLAN, features, |backend| match json {
-        true => Layout::Json(Json::new(backend.name(), &args.filter.host_root)),
-        false => Layout::Tracer(TracerText::new(&args.output, columns, &args.filter.host_root)),
+    session::run::<TracerSkelBuilder, _>(&args.filter, &args.run, &PLAN, features, |backend, _| {
+        Ok(match json {
+            true => Layout::Json(Json::new(backend.name(), &args.filter.host_root)),
+            false => Layout::Tracer(TracerText::new(&args.output, columns, &args.filter.host_root)),
+        })
     })
 }

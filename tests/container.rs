@@ -13,6 +13,7 @@ use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 
 const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/tcpkit-daemonset.yaml");
+const METRICS_MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/tcpkit-metrics-daemonset.yaml");
 /// Raising rlimits is refused on some hosts (this one among them); podman's defaults would raise them.
 const ULIMITS: [&str; 4] = ["--ulimit", "nofile=1024:4096", "--ulimit", "nproc=1024:4096"];
 
@@ -51,10 +52,14 @@ struct PodTemplate {
 }
 
 fn manifest() -> Yaml {
-    let text = std::fs::read_to_string(MANIFEST).expect("reading the manifest");
-    let mut docs = YamlLoader::load_from_str(&text).expect("the manifest is not valid YAML");
+    let mut docs = manifest_documents(MANIFEST);
     assert_eq!(docs.len(), 1, "one document");
     docs.remove(0)
+}
+
+fn manifest_documents(path: &str) -> Vec<Yaml> {
+    let text = std::fs::read_to_string(path).expect("reading the manifest");
+    YamlLoader::load_from_str(&text).expect("the manifest is not valid YAML")
 }
 
 fn strings(y: &Yaml) -> Vec<String> {
@@ -205,13 +210,101 @@ fn tcpkit_in_its_image_names_the_podman_container_of_a_connection() {
     assert_eq!(accept["pid"], host_pid, "the accepting server's PID as the host sees it: {accept}");
 }
 
+#[test]
+fn the_metrics_daemonset_is_the_tracers_pod_with_a_scraped_port_and_serves_what_the_kernel_counted() {
+    require_root();
+    let docs = manifest_documents(METRICS_MANIFEST);
+    assert_eq!(docs.len(), 2, "a DaemonSet and a PodMonitor");
+    let (ds, monitor) = (&docs[0], &docs[1]);
+    assert_eq!((ds["kind"].as_str(), monitor["kind"].as_str()), (Some("DaemonSet"), Some("PodMonitor")));
+    assert_eq!(monitor["apiVersion"].as_str(), Some("monitoring.coreos.com/v1"));
+    let pod = &ds["spec"]["template"];
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"], ds["spec"]["selector"]["matchLabels"],
+        "the PodMonitor selects the DaemonSet's pods"
+    );
+    assert_eq!(ds["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"]);
+    let container = &pod["spec"]["containers"][0];
+    let port = &container["ports"][0];
+    assert_eq!((port["name"].as_str(), port["containerPort"].as_i64()), (Some("metrics"), Some(10070)));
+    assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["port"].as_str(), Some("metrics"));
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"].as_str(), Some("true"));
+    assert_eq!(annotations["prometheus.io/port"].as_str(), Some("10070"));
+    let template = pod_template(ds);
+    assert_eq!(&template.args[..3], ["metrics", "--listen", "0.0.0.0:10070"], "{:?}", template.args);
+    // The same privileges, mounts and image as the tracer's DaemonSet: only what it runs differs.
+    let tracer = pod_template(&manifest());
+    assert_eq!((&template.run_flags, &template.image), (&tracer.run_flags, &tracer.image));
+
+    // Run as the manifest says, in the network namespace of a pod of its own (a peer container's, as a
+    // pod's pause container holds it), following that namespace only (-N; the node's other connections
+    // count too otherwise), with -P naming a port nothing uses: every port is "other".
+    let image = run(Command::new(project("scripts/image.sh")).arg("tcpkit:test"));
+    let peer_image = peer_image();
+    let pod_name = format!("tcpkit-test-metrics-pod-{}", std::process::id());
+    let _pod_guard = Container(pod_name.clone());
+    let mut listen = podman();
+    listen.args(["run", "--rm", "-i", "--name", &pod_name, "--network", "none"]).args(ULIMITS);
+    listen.args([&peer_image, "--hold", "listen", "--count", "1", "--end", "drain"]);
+    let mut server = Peer::spawn_command(listen, true);
+    let pid: u32 = run(podman().args(["inspect", "--format", "{{.State.Pid}}", &pod_name])).parse().unwrap();
+    let netns = std::fs::metadata(format!("/proc/{pid}/ns/net")).unwrap().ino().to_string();
+    let name = format!("tcpkit-test-metrics-{}", std::process::id());
+    let _guard = Container(name.clone());
+    let mut cmd = podman();
+    cmd.args(["run", "--rm", "--name", &name, "--network", &format!("container:{pod_name}")]).args(ULIMITS);
+    cmd.args(&template.run_flags).arg(&image).args(&template.args);
+    cmd.args(["-N", &netns, "-P", "7", "--debug", "--backend", &test_backend()]);
+    let tcpkit = Tcpkit::start_json_command(cmd);
+    // A client in the pod's network namespace (a thread of this test that entered it), then scrapes there.
+    let port = server.port;
+    let client = std::thread::spawn(move || {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("entering the pod's netns");
+        drop(std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting to the peer"));
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let mut s = std::net::TcpStream::connect("127.0.0.1:10070").expect("the metrics port in the pod");
+            std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+            let mut body = String::new();
+            std::io::Read::read_to_string(&mut s, &mut body).unwrap();
+            if body.contains(r#"direction="in",port="other",end="peer"} 1"#) || std::time::Instant::now() > deadline {
+                return body;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    server.wait_done();
+    let body = client.join().unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    // The scrapes themselves are connections to port 10070 in the pod: "other" as well, so only the peer's
+    // and the client's ends are counted exactly, by their end.
+    for series in [
+        r#"direction="out",port="other",end="close"} 1"#,
+        r#"direction="in",port="other",end="peer"} 1"#,
+        r#"tcpkit_build_info{version=""#,
+    ] {
+        assert!(body.contains(series), "{series} missing:\n{body}");
+    }
+    let (status, _, stderr) = tcpkit.stop_with(Signal::SIGTERM);
+    assert_eq!(status.code(), Some(0), "tcpkit metrics in its container did not end cleanly: {stderr}");
+    server.release();
+}
+
 /// JSON records from tcpkit's output lines.
 fn tcpkit_lines(lines: Vec<String>) -> Vec<Value> {
     lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
 }
 
 /// An image holding only the static test peer, so the other container has nothing of the host in it.
+/// The peer's image, built once per test process (tests run in parallel, and each build uses one directory).
 fn peer_image() -> String {
+    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(build_peer_image).clone()
+}
+
+fn build_peer_image() -> String {
     let bin = run(Command::new(project("scripts/build-static.sh")).arg("tcpkit-peer"));
     let context = std::env::temp_dir().join(format!("tcpkit-peer-image-{}", std::process::id()));
     std::fs::create_dir_all(&context).unwrap();

@@ -46,7 +46,11 @@ fn read_page(name: &str) -> String {
 
 #[test]
 fn every_flag_of_each_command_is_in_its_page_and_back() {
-    for (page, args) in [("tcpkit-accept.8", &["accept"][..]), ("tcpkit-tracer.8", &["tracer"][..])] {
+    for (page, args) in [
+        ("tcpkit-accept.8", &["accept"][..]),
+        ("tcpkit-tracer.8", &["tracer"][..]),
+        ("tcpkit-metrics.8", &["metrics"][..]),
+    ] {
         let text = read_page(page);
         let (long, short) = help_flags(args);
         let in_page = page_long_flags(&text);
@@ -66,7 +70,8 @@ fn the_overview_page_has_the_top_level_flags_and_names_only_real_ones() {
     let (long, _) = help_flags(&[]);
     let in_page = page_long_flags(&text);
     assert!(long.iter().all(|f| in_page.contains(f)), "tcpkit.8 lacks some of {long:?}");
-    let all: BTreeSet<String> = ["accept", "tracer"].iter().flat_map(|c| help_flags(&[c]).0).chain(long).collect();
+    let all: BTreeSet<String> =
+        ["accept", "tracer", "metrics"].iter().flat_map(|c| help_flags(&[c]).0).chain(long).collect();
     let unknown: Vec<&String> = in_page.iter().filter(|f| !all.contains(*f)).collect();
     assert!(unknown.is_empty(), "tcpkit.8 names flags that do not exist: {unknown:?}");
 }
@@ -75,11 +80,12 @@ fn the_overview_page_has_the_top_level_flags_and_names_only_real_ones() {
 fn pages_carry_the_required_examples() {
     assert!(read_page("tcpkit-accept.8").contains("tcpkit accept \\-P 80,81 \\-4"));
     assert!(read_page("tcpkit-tracer.8").contains("tcpkit tracer \\-N 4026531969"));
+    assert!(read_page("tcpkit-metrics.8").contains("tcpkit metrics \\-\\-listen 127.0.0.1:10070"));
 }
 
 #[test]
 fn pages_render_without_warnings() {
-    for page in ["tcpkit.8", "tcpkit-accept.8", "tcpkit-tracer.8"] {
+    for page in ["tcpkit.8", "tcpkit-accept.8", "tcpkit-tracer.8", "tcpkit-metrics.8"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(page);
         let out = Command::new("man")
             .args(["--warnings", "-E", "UTF-8", "-l"])

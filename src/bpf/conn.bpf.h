@@ -20,6 +20,7 @@ struct owner {
 	__u8 ended_from;    /* the state it ended from, if it ended before its accept; 0 otherwise */
 	__u8 closed_end;    /* stats: closed, its X waits for CLOSE: enum end_kind, as the close made it */
 	__u8 closed_source; /* stats: enum task_source of `task` for that X */
+	__u8 direction;     /* enum direction, once its C or A was reported: its X says it */
 };
 
 /*

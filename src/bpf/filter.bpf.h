@@ -57,6 +57,12 @@ const volatile bool stats = false;
 __u64 lost_events = 0;
 
 /*
+ * Cgroup records that found it full: not events (a filter does not keep them out, so counting them as events
+ * would make lost plus printed exceed what happened), but names that may be missing.
+ */
+__u64 lost_cgroups = 0;
+
+/*
  * Entries the kernel refused to store in tcpkit's own maps (remember()): the events of those connections
  * may be missing or name no process. Read by user space from .bss, and reported as lost events are.
  */
@@ -346,14 +352,14 @@ static __always_inline __u64 ring_wakeup_flag(void)
 		__err;                                                                                   \
 	})
 
-/* A ring-buffer slot for one event, or NULL (counted as lost) when the ring is full. */
-static __always_inline struct event *reserve_event(void)
+/* A ring-buffer slot of `size` bytes, or NULL (counted in `lost`) when the ring is full. */
+static __always_inline void *reserve_record(__u64 size, __u64 *lost)
 {
-	struct event *e = bpf_ringbuf_reserve(&events, EVENT_SIZE, 0);
+	void *r = bpf_ringbuf_reserve(&events, size, 0);
 
-	if (!e)
-		__sync_fetch_and_add(&lost_events, 1);
-	return e;
+	if (!r)
+		__sync_fetch_and_add(lost, 1);
+	return r;
 }
 
 /* Fills every field of e for sk; the close and fail fields are zero, for the caller to set. */
@@ -392,10 +398,25 @@ static __always_inline void fill_sock_event(struct event *e, const struct sock *
 	}
 }
 
+static __always_inline void submit_record(void *r)
+{
+	bpf_ringbuf_submit(r, ring_wakeup_flag());
+}
+
+#ifdef TCPKIT_METRICS
+#include "count.bpf.h"
+#else
+/* A connection's event: a record in the ring, printed by user space. */
+static __always_inline struct event *reserve_event(void)
+{
+	return reserve_record(EVENT_SIZE, &lost_events);
+}
+
 static __always_inline void submit_event(struct event *e)
 {
-	bpf_ringbuf_submit(e, ring_wakeup_flag());
+	submit_record(e);
 }
+#endif
 
 /* A cgroup record (EVENT_CGROUP): the record's head up to its stats, then the cgroup's path and its NUL. */
 #define CGROUP_PATH_MAX 512
@@ -415,15 +436,13 @@ int BPF_PROG(cgroup_made, struct cgroup *cgrp, const char *path)
 
 	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
 		return 0;
-	e = bpf_ringbuf_reserve(&events, CGROUP_RECORD_SIZE, 0);
-	if (!e) {
-		__sync_fetch_and_add(&lost_events, 1);
+	e = reserve_record(CGROUP_RECORD_SIZE, &lost_cgroups);
+	if (!e)
 		return 0;
-	}
 	e->type = EVENT_CGROUP;
 	e->task.cgroup_id = BPF_CORE_READ(cgrp, kn, id);
 	bpf_probe_read_kernel_str((char *)e + __builtin_offsetof(struct event, stats), CGROUP_PATH_MAX, path);
-	submit_event(e);
+	submit_record(e);
 	return 0;
 }
 
@@ -439,14 +458,12 @@ int BPF_PROG(cgroup_removed, struct cgroup *cgrp, const char *path)
 
 	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
 		return 0;
-	e = bpf_ringbuf_reserve(&events, __builtin_offsetof(struct event, stats), 0);
-	if (!e) {
-		__sync_fetch_and_add(&lost_events, 1);
+	e = reserve_record(__builtin_offsetof(struct event, stats), &lost_cgroups);
+	if (!e)
 		return 0;
-	}
 	e->type = EVENT_CGROUP_GONE;
 	e->task.cgroup_id = BPF_CORE_READ(cgrp, kn, id);
-	submit_event(e);
+	submit_record(e);
 	return 0;
 }
 

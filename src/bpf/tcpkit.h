@@ -24,6 +24,13 @@ enum end_kind {
 	END_TIMEOUT = 5,      /* retransmission, keepalive or TCP_USER_TIMEOUT gave up */
 };
 
+/* Which end of a connection the traced host is: it connected (out) or accepted (in). */
+enum direction {
+	DIRECTION_UNKNOWN = 0, /* a connection tcpkit did not see open */
+	DIRECTION_OUT = 1,
+	DIRECTION_IN = 2,
+};
+
 /* duration_ns of a connection whose start tcpkit did not see. */
 #define DURATION_UNKNOWN (~0ULL)
 
@@ -67,7 +74,8 @@ struct conn_stats {
 	__u32 rto_count;           /* retransmission timeouts */
 	__u32 segs_out;
 	__u32 segs_in;
-	__u32 unused;
+	__u8 direction;            /* close events: enum direction, as the connection's open was reported */
+	__u8 unused[3];
 	__u64 handshake_ns;        /* connect() to ESTABLISHED, or to the failure */
 	__u64 queue_ns;            /* the completed handshake to the accept() that took it */
 	__u64 retransmitted_bytes;

@@ -143,6 +143,7 @@ static __always_inline void connect_established(const struct sock *sk)
 	fill_sock_event(e, sk, &key, &owner->task, TASK_OWNER, EVENT_CONNECT, HOOK_TRACEPOINT, SK_BTF);
 	fill_handshake(e, sk, SK_BTF, owner);
 	submit_event(e);
+	owner->direction = DIRECTION_OUT;
 }
 
 /*
@@ -266,6 +267,8 @@ static __always_inline void ended_before_accept(const struct sock *sk, const str
 	if (!e)
 		return;
 	fill_sock_event(e, sk, key, task, TASK_OWNER, EVENT_CLOSE, hook, btf);
+	if (stats)
+		e->stats.direction = DIRECTION_IN;
 	if (lifespan)
 		fill_lifespan(e, sk, btf, before, end_kind(TCP_CLOSE, SK_READ(btf, sk, sk_err)), before->ended_from,
 			      before->ended_ns);
@@ -334,6 +337,7 @@ static __always_inline void connection_closed(const struct sock *sk, int old)
 	if (!e)
 		return;
 	fill_sock_event(e, sk, &key, &owner->task, owner->closed_source, EVENT_CLOSE, HOOK_TRACEPOINT, SK_BTF);
+	e->stats.direction = owner->direction;
 	if (lifespan)
 		fill_lifespan(e, sk, SK_BTF, owner, owner->closed_end, old, e->ts_ns);
 	fill_transfer(e, sk, SK_BTF);
@@ -396,6 +400,8 @@ static __always_inline bool connection_ended(const struct sock *sk, int old, int
 	if (!e)
 		return false;
 	fill_sock_event(e, sk, &key, who, source, EVENT_CLOSE, HOOK_TRACEPOINT, SK_BTF);
+	if (stats && owner)
+		e->stats.direction = owner->direction;
 	if (lifespan)
 		fill_lifespan(e, sk, SK_BTF, owner, end_kind(new, sk->sk_err), old, e->ts_ns);
 	fill_transfer(e, sk, SK_BTF);
@@ -414,7 +420,7 @@ static __always_inline bool connection_ended(const struct sock *sk, int old, int
 static __always_inline void accepted(const struct sock *sk, const struct sock_key *key,
 				     const struct task_info *task, __u8 hook, int btf, const struct backlog *queue)
 {
-	struct owner owner = { .task = *task, .has_task = true };
+	struct owner owner = { .task = *task, .has_task = true, .direction = DIRECTION_IN };
 	struct owner meanwhile = { .ended_from = TCP_ESTABLISHED };
 	bool closed = SK_READ(btf, sk, __sk_common.skc_state) == TCP_CLOSE;
 	const struct owner *ended = NULL;

@@ -2,6 +2,8 @@
 //! connections on loopback, and wait for lines by condition with a deadline, never by sleeping.
 #![allow(dead_code)]
 
+pub mod metrics;
+pub mod node;
 pub mod tracer;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -31,7 +31,7 @@ DEBARCHES="arm64 amd64"
 HOST_DEBARCH=$(dpkg --print-architecture)
 # Test binaries that run on the host only: manpages and completions check files, not the kernel; container
 # runs podman, which the guests do not have (the guests check the identity fields with real cgroups instead).
-HOST_ONLY_TESTS="manpages completions container shaped"
+HOST_ONLY_TESTS="manpages completions container shaped prometheus rules"
 BACKENDS="fentry kprobe tracepoint auto"
 BUILD=0
 REPEAT=1
