@@ -226,8 +226,10 @@ mod any_backend {
         // In its own namespace the peer connects to itself, takes lo down for a second while it writes 10000
         // bytes, then up: the segments lost meanwhile are retransmitted. It reports TCP_INFO (what ss reads)
         // once all is acknowledged, then closes; the close record must carry the same counts.
-        let mut tcpkit = Tcpkit::start_json(&["tracer"]);
-        let mut peer = Peer::spawn(&["--new-netns"], "lossy", &["--send", "10000", "--down-ms", "1000"]);
+        // Its connection only (-p): the whole suite's, beside it, can fill the ring.
+        let mut peer = Peer::spawn(&["--new-netns", "--wait"], "lossy", &["--send", "10000", "--down-ms", "1000"]);
+        let mut tcpkit = Tcpkit::start_json(&["tracer", "-p", &peer.pid.to_string()]);
+        peer.go();
         let (lport, rport) = reported(&mut peer, "connected", 1)[0];
         let (_, info) = tcp_info(&mut peer);
         let x = record(&mut tcpkit, "close", lport, rport);
@@ -259,10 +261,12 @@ mod any_backend {
         // The same, but the connecting end closes right after writing, its data still in flight: what it
         // retransmits after close() is counted, and its record comes when the connection has ended. The
         // namespace's RetransSegs (only this connection retransmits there) is the kernel's count.
-        let mut tcpkit = start(&["-S", "-L"]);
-        let mut json = Tcpkit::start_json(&["tracer"]);
-        let mut peer =
-            Peer::spawn(&["--new-netns"], "lossy", &["--send", "10000", "--down-ms", "1000", "--close-first"]);
+        let lossy = ["--send", "10000", "--down-ms", "1000", "--close-first"];
+        let mut peer = Peer::spawn(&["--new-netns", "--wait"], "lossy", &lossy);
+        let pid = peer.pid.to_string();
+        let mut tcpkit = start(&["-S", "-L", "-p", &pid]);
+        let mut json = Tcpkit::start_json(&["tracer", "-p", &pid]);
+        peer.go();
         let (lport, rport) = reported(&mut peer, "connected", 1)[0];
         let retranssegs: u64 = {
             let line = peer.out.find(DEADLINE, |l| l.starts_with("retranssegs ")).expect("RetransSegs");
