@@ -40,7 +40,10 @@ fn prometheus_stores_exactly_what_a_known_workload_did_under_its_pods_names() {
         let q = format!("{family}{{{POD_LABELS},{labels}}}");
         assert_eq!(one(&prom, &q), value, "{q}");
     }
-    // Prometheus asks for OpenMetrics, whose bucket bounds are floats.
+    let retransmits = format!(r#"tcpkit_retransmits_total{{{POD_LABELS},direction="out",port="{server_port}"}}"#);
+    assert_eq!(one(&prom, &retransmits), 0.0, "nothing is lost over the host's loopback");
+    // Prometheus asks for OpenMetrics, whose bucket bounds are floats. Over loopback on the host, every
+    // handshake ends below the first bucket that a lost SYN would reach.
     let le = format!(r#"tcpkit_handshake_seconds_bucket{{{POD_LABELS},port="{server_port}",le="1.0"}}"#);
     assert_eq!(one(&prom, &le), f64::from(OK + RESETS));
     assert_eq!(one(&prom, "tcpkit_events_lost_total"), 0.0);

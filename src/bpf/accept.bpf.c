@@ -24,7 +24,7 @@ static __always_inline void accepted(const struct sock *sk, const struct sock_ke
 
 		if (handshake) {
 			established = handshake->start_ns;
-			bpf_map_delete_elem(&owners, &id);
+			forget_owner(id);
 		}
 	}
 	/* Reserved last and tested at once: 6.1's verifier loses a reservation's null check across branches. */
@@ -49,7 +49,7 @@ static __noinline int on_state_change(const struct sock *sk, int old, int new)
 	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED)
 		handshake_done(sk);
 	else if ((old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT) && new == TCP_CLOSE) /* as a queue is dropped */
-		bpf_map_delete_elem(&owners, &id);
+		forget_owner(id);
 	return 0;
 }
 

@@ -39,6 +39,99 @@ struct {
 	__type(value, struct owner);
 } owners SEC(".maps");
 
+/*
+ * A hash map's update or delete marks the map busy on its CPU while it runs (map_locked, 5.9+), and one
+ * that comes then, from a program that interrupted it there (a softirq's state change, say, in the midst
+ * of a task's accept), fails with EBUSY: measured in the qemu matrix on 5.10 and 6.1, a handful per run.
+ * Such an update or delete is kept here instead, one per CPU, and done by the interrupted one as soon as
+ * its own is done: it is the only thing that can hold the map busy on that CPU, and it always comes back.
+ */
+enum owner_op {
+	OWNER_NONE = 0,
+	OWNER_UPDATE = 1,
+	OWNER_DELETE = 2,
+};
+
+struct deferred_owner {
+	__u64 id;
+	struct owner value;
+	__u64 flags;
+	__u32 op; /* enum owner_op */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct deferred_owner);
+} deferred_owners SEC(".maps");
+
+/* Keeps an operation that found the map busy; false when the CPU's slot is taken (it is counted then). */
+static __always_inline bool defer_owner(__u32 op, __u64 id, const struct owner *value, __u64 flags)
+{
+	__u32 zero = 0;
+	struct deferred_owner *d = bpf_map_lookup_elem(&deferred_owners, &zero);
+
+	if (!d || d->op != OWNER_NONE)
+		return false;
+	d->id = id;
+	if (value)
+		d->value = *value;
+	d->flags = flags;
+	d->op = op;
+	return true;
+}
+
+/* Does the operation kept on this CPU, if any: the map is no longer busy here once ours is done. */
+static __always_inline void apply_deferred_owner(void)
+{
+	__u32 zero = 0;
+	struct deferred_owner *d = bpf_map_lookup_elem(&deferred_owners, &zero);
+	__u32 op;
+
+	long err;
+
+	if (!d || d->op == OWNER_NONE)
+		return;
+	op = d->op;
+	d->op = OWNER_NONE; /* free for what interrupts this one */
+	if (op == OWNER_UPDATE)
+		err = bpf_map_update_elem(&owners, &d->id, &d->value, d->flags);
+	else
+		err = bpf_map_delete_elem(&owners, &d->id);
+	if (err == -EBUSY && d->op == OWNER_NONE) {
+		d->op = op; /* still busy (another part of the map, held below this one): the next one does it */
+		return;
+	}
+	if (err && err != -EEXIST && !(op == OWNER_DELETE && err == -ENOENT))
+		__sync_fetch_and_add(&unremembered, 1);
+}
+
+/* remember() for owners: an update that finds the map busy is done later (deferred_owners). */
+static __always_inline long remember_owner(__u64 id, const struct owner *value, __u64 flags)
+{
+	long err = bpf_map_update_elem(&owners, &id, value, flags);
+
+	if (err == -EBUSY && defer_owner(OWNER_UPDATE, id, value, flags))
+		return 0;
+	if (err && err != -EEXIST)
+		__sync_fetch_and_add(&unremembered, 1);
+	else
+		apply_deferred_owner();
+	return err;
+}
+
+/* A connection forgotten; if the map is busy, as soon as it is not (an entry left would never go). */
+static __always_inline void forget_owner(__u64 id)
+{
+	if (bpf_map_delete_elem(&owners, &id) == -EBUSY) {
+		if (!defer_owner(OWNER_DELETE, id, NULL, 0))
+			__sync_fetch_and_add(&unremembered, 1);
+		return;
+	}
+	apply_deferred_owner();
+}
+
 /* SYN_RECV -> ESTABLISHED: an accepted connection's life, and its wait in the accept queue, start here. */
 static __always_inline void handshake_done(const struct sock *sk)
 {
@@ -48,7 +141,7 @@ static __always_inline void handshake_done(const struct sock *sk)
 
 	if (!read_sock_key(sk, &key, true) || !sock_wanted(&key))
 		return;
-	remember(&owners, &id, &owner, BPF_NOEXIST);
+	remember_owner(id, &owner, BPF_NOEXIST);
 }
 
 /* A tcp_sock field, read as tcp_of() allows: a plain load through tp, else through a probe. */

@@ -21,6 +21,8 @@
 #define PF_IO_WORKER 0x00000010
 
 /* errno values (asm-generic, the same on x86-64 and arm64). */
+#define ENOENT 2
+#define EBUSY 16
 #define EEXIST 17
 #define EPIPE 32
 #define ECONNABORTED 103

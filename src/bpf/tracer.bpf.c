@@ -106,7 +106,7 @@ static __always_inline void connect_started(const struct sock *sk)
 	current_task_info(&owner.task, pid_tgid);
 	if (track_start())
 		owner.start_ns = bpf_ktime_get_ns();
-	remember(&owners, &id, &owner, BPF_ANY);
+	remember_owner(id, &owner, BPF_ANY);
 	if (report_failures) {
 		struct connect_call *call = current_connect_call(sk);
 
@@ -294,7 +294,7 @@ static __always_inline bool keep_end_for_accept(const struct sock *sk, struct ow
 		owner->ended_from = old;
 		return true;
 	}
-	return remember(&owners, &id, &ended, BPF_ANY) == 0;
+	return remember_owner(id, &ended, BPF_ANY) == 0;
 }
 
 /*
@@ -317,7 +317,7 @@ static __always_inline void close_waits_for_end(const struct sock *sk, struct ow
 		return;
 	}
 	closed.task = *who;
-	remember(&owners, &id, &closed, BPF_ANY);
+	remember_owner(id, &closed, BPF_ANY);
 }
 
 /* Stats on: a connection closed earlier (close_waits_for_end) reaches CLOSE, out of `old`: its X, now. */
@@ -440,7 +440,7 @@ static __always_inline void accepted(const struct sock *sk, const struct sock_ke
 		if (before && before->ended_from)
 			ended = before;
 	} else {
-		remember(&owners, &id, &owner, BPF_ANY);
+		remember_owner(id, &owner, BPF_ANY);
 		if (hook != HOOK_TRACEPOINT && SK_READ(btf, sk, __sk_common.skc_state) == TCP_CLOSE &&
 		    bpf_map_lookup_elem(&owners, &id)) {
 			meanwhile.start_ns = owner.start_ns;
@@ -458,7 +458,7 @@ static __always_inline void accepted(const struct sock *sk, const struct sock_ke
 	if (ended)
 		ended_before_accept(sk, key, task, ended, hook, btf);
 	if (closed && (before || ended))
-		bpf_map_delete_elem(&owners, &id);
+		forget_owner(id);
 }
 
 #include "accept.bpf.h"
@@ -504,7 +504,7 @@ static __noinline int on_state_change(const struct sock *sk, int old, int new)
 		connection_closed(sk, old);
 	}
 	if (new == TCP_CLOSE && !keep)
-		bpf_map_delete_elem(&owners, &id);
+		forget_owner(id);
 	return 0;
 }
 

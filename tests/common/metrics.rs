@@ -111,7 +111,6 @@ pub fn known_workload_series(port: u16) -> Vec<(&'static str, String, f64)> {
         ("tcpkit_connect_failures_total", r#"port="1",reason="ECONNREFUSED""#.to_string(), n(REFUSED)),
         ("tcpkit_sent_bytes_total", format!(r#"direction="out",port="{port}""#), n(OK * 1000)),
         ("tcpkit_received_bytes_total", format!(r#"direction="in",port="{port}""#), n(OK * 1000)),
-        ("tcpkit_retransmits_total", format!(r#"direction="out",port="{port}""#), 0.0),
         ("tcpkit_handshake_seconds_count", format!(r#"port="{port}""#), n(OK + RESETS)),
         ("tcpkit_accept_queue_seconds_count", format!(r#"port="{port}""#), n(OK + RESETS)),
     ];
