@@ -36,6 +36,8 @@ pub struct Losses {
     pub events: u64,
     /// Connections whose entry the kernel refused to store in tcpkit's maps (their events may be missing).
     pub unremembered: u64,
+    /// The errno (negative) of the last update the kernel refused.
+    pub unremembered_error: i64,
     /// Cgroup records that found the ring buffer full: the names of cgroups gone before their events print.
     pub cgroups: u64,
     /// Series the kernel had no room for (metrics: --max-series).

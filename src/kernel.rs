@@ -20,3 +20,9 @@ pub fn read_counter(counter: &u64) -> u64 {
     // SAFETY: the reference points into a live mmap; the kernel changes it behind Rust's back, hence volatile.
     unsafe { std::ptr::read_volatile(counter) }
 }
+
+/// As read_counter, for a signed value (an errno the programs keep).
+pub fn read_signed(value: &i64) -> i64 {
+    // SAFETY: as read_counter's.
+    unsafe { std::ptr::read_volatile(value) }
+}

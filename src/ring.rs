@@ -131,8 +131,9 @@ pub fn run(
     }
     if total.unremembered > 0 {
         eprintln!(
-            "tcpkit: {} connections not remembered in total: the kernel refused tcpkit's map updates",
-            total.unremembered
+            "tcpkit: {} connections not remembered in total: the kernel refused tcpkit's map updates ({})",
+            total.unremembered,
+            errno_name(total.unremembered_error)
         );
     }
     Ok(())
@@ -154,11 +155,20 @@ fn report_losses(now: Losses, reported: Losses, format: &mut impl Format, out: &
     }
     if now.unremembered > reported.unremembered {
         eprintln!(
-            "tcpkit: {} connections not remembered (a kernel map update failed): their events may be missing",
-            now.unremembered - reported.unremembered
+            "tcpkit: {} connections not remembered (a kernel map update failed: {}): their events may be missing",
+            now.unremembered - reported.unremembered,
+            errno_name(now.unremembered_error)
         );
     }
     Ok(now)
+}
+
+/// A kernel helper's error (negative errno) by its name: EBUSY, E2BIG.
+fn errno_name(err: i64) -> String {
+    match i32::try_from(-err).map(nix::errno::Errno::from_raw) {
+        Ok(nix::errno::Errno::UnknownErrno) | Err(_) => format!("error {err}"),
+        Ok(known) => format!("{known:?}"),
+    }
 }
 
 /// `tcpkit … | head` must end quietly and successfully, as any Unix filter does.

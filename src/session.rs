@@ -71,8 +71,9 @@ pub trait Tool: for<'obj> SkelBuilder<'obj> + Default {
 pub struct LossCounters<'a> {
     /// Events that found the ring buffer full.
     pub events: &'a u64,
-    /// Map updates the kernel refused.
+    /// Map updates the kernel refused, and the errno (negative) of the last one.
     pub unremembered: &'a u64,
+    pub unremembered_error: &'a i64,
     /// Cgroup records that found the ring buffer full.
     pub cgroups: &'a u64,
     /// Series the kernel had no room for (metrics only).
@@ -112,6 +113,7 @@ pub fn run<T: Tool, F: Format>(
     let losses = || Losses {
         events: kernel::read_counter(counters.events),
         unremembered: kernel::read_counter(counters.unremembered),
+        unremembered_error: kernel::read_signed(counters.unremembered_error),
         cgroups: kernel::read_counter(counters.cgroups),
         series_dropped: counters.series_dropped.map_or(0, kernel::read_counter),
     };

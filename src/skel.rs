@@ -41,6 +41,7 @@ macro_rules! tool {
                 crate::session::LossCounters {
                     events: &bss.lost_events,
                     unremembered: &bss.unremembered,
+                    unremembered_error: &bss.unremembered_error,
                     cgroups: &bss.lost_cgroups,
                     series_dropped: dropped(bss),
                 }

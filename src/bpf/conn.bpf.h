@@ -89,33 +89,33 @@ static __always_inline void apply_deferred_owner(void)
 	struct deferred_owner *d = bpf_map_lookup_elem(&deferred_owners, &zero);
 	__u32 op;
 
-	long err;
+	int err;
 
 	if (!d || d->op == OWNER_NONE)
 		return;
 	op = d->op;
 	d->op = OWNER_NONE; /* free for what interrupts this one */
 	if (op == OWNER_UPDATE)
-		err = bpf_map_update_elem(&owners, &d->id, &d->value, d->flags);
+		err = map_result(bpf_map_update_elem(&owners, &d->id, &d->value, d->flags));
 	else
-		err = bpf_map_delete_elem(&owners, &d->id);
+		err = map_result(bpf_map_delete_elem(&owners, &d->id));
 	if (err == -EBUSY && d->op == OWNER_NONE) {
 		d->op = op; /* still busy (another part of the map, held below this one): the next one does it */
 		return;
 	}
 	if (err && err != -EEXIST && !(op == OWNER_DELETE && err == -ENOENT))
-		__sync_fetch_and_add(&unremembered, 1);
+		not_remembered(err);
 }
 
 /* remember() for owners: an update that finds the map busy is done later (deferred_owners). */
-static __always_inline long remember_owner(__u64 id, const struct owner *value, __u64 flags)
+static __always_inline int remember_owner(__u64 id, const struct owner *value, __u64 flags)
 {
-	long err = bpf_map_update_elem(&owners, &id, value, flags);
+	int err = map_result(bpf_map_update_elem(&owners, &id, value, flags));
 
 	if (err == -EBUSY && defer_owner(OWNER_UPDATE, id, value, flags))
 		return 0;
 	if (err && err != -EEXIST)
-		__sync_fetch_and_add(&unremembered, 1);
+		not_remembered(err);
 	else
 		apply_deferred_owner();
 	return err;
@@ -124,9 +124,9 @@ static __always_inline long remember_owner(__u64 id, const struct owner *value, 
 /* A connection forgotten; if the map is busy, as soon as it is not (an entry left would never go). */
 static __always_inline void forget_owner(__u64 id)
 {
-	if (bpf_map_delete_elem(&owners, &id) == -EBUSY) {
+	if (map_result(bpf_map_delete_elem(&owners, &id)) == -EBUSY) {
 		if (!defer_owner(OWNER_DELETE, id, NULL, 0))
-			__sync_fetch_and_add(&unremembered, 1);
+			not_remembered(-EBUSY);
 		return;
 	}
 	apply_deferred_owner();

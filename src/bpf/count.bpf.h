@@ -162,7 +162,7 @@ static __always_inline void count_event(const struct event *e)
 		return;
 	v = bpf_map_lookup_elem(&series, &key);
 	if (!v) {
-		long err = bpf_map_update_elem(&series, &key, &new_series, BPF_NOEXIST);
+		int err = map_result(bpf_map_update_elem(&series, &key, &new_series, BPF_NOEXIST));
 
 		if (err && err != -EEXIST) {
 			__sync_fetch_and_add(&series_dropped, 1);

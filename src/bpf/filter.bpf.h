@@ -70,6 +70,9 @@ __u64 lost_cgroups = 0;
  */
 __u64 unremembered = 0;
 
+/* The errno of the last update so refused (negative), for the report to say why. */
+__s64 unremembered_error = 0;
+
 /* Keeps struct event in BTF so that the skeleton generates its Rust type. */
 const struct event *unused_event __attribute__((unused));
 
@@ -346,11 +349,27 @@ static __always_inline __u64 ring_wakeup_flag(void)
  * lock (busy on this CPU, or, with the kernel's resilient spin locks, a deadlock or a timeout); what tcpkit
  * could not remember costs events later: never silently. BPF_NOEXIST's -EEXIST is an answer, not a failure.
  */
+/*
+ * A map helper's result as the int the kernel's function returned: 5.10 and 6.1 hand it back zero-extended
+ * (-EEXIST reads 4294967279), so a 64-bit compare with -EEXIST fails there. Seen in the qemu matrix, as
+ * BPF_NOEXIST's answers counted as refused updates.
+ */
+static __always_inline int map_result(long ret)
+{
+	return (int)ret;
+}
+
+static __always_inline void not_remembered(int err)
+{
+	unremembered_error = err;
+	__sync_fetch_and_add(&unremembered, 1);
+}
+
 #define remember(map, key, value, flags)                                                                 \
 	({                                                                                               \
-		long __err = bpf_map_update_elem(map, key, value, flags);                                \
+		int __err = map_result(bpf_map_update_elem(map, key, value, flags));                     \
 		if (__err && __err != -EEXIST)                                                           \
-			__sync_fetch_and_add(&unremembered, 1);                                          \
+			not_remembered(__err);                                                           \
 		__err;                                                                                   \
 	})
 
