@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# What tracing costs (issue 5): the loopback connection rate untraced and under `tcpkit accept`, `tcpkit tracer`
-# and bpftrace (the reference peer), interleaved; every event printed or not; start-up; peak RSS; CPU per
-# event; scaling with client threads and ring size. Prints a table, writes target/bench/results.json.
+# What tracing costs (issue 5): the loopback connection rate untraced and under `tcpkit accept`, `tcpkit tracer`,
+# `tcpkit metrics` and bpftrace (the reference peer), interleaved; every event printed (or counted) or not;
+# start-up; peak RSS; CPU per event; BPF time per connection; one scrape of 10,000 metrics series; scaling
+# with client threads and ring size. Prints a table, writes target/bench/results.json.
 #
 #   scripts/bench.sh [--with-peers] [--floor] [--baseline REV] [-- benchmark options]    e.g. -- --rounds 5
 #

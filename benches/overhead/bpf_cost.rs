@@ -1,13 +1,13 @@
 //! BPF time per connection (issue 14): with kernel.bpf_stats_enabled on, the load runs under a tracer, and
 //! each of the tracer's programs' run_time_ns and run_cnt, read by id before and after the load, say what the
 //! kernel spent in them per connection; untraced runs in between say what a connection costs without them.
+//! Here: reading a process's programs and maps, and the arithmetic; measure.rs runs the loads.
 use std::fs;
 use std::io;
 
 use libbpf_rs::query::ProgInfoIter;
+use libbpf_rs::{MapCore, MapHandle};
 use nix::unistd::Pid;
-
-use crate::watch::{Bench, Watcher};
 
 const STATS_SWITCH: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
@@ -122,10 +122,10 @@ pub(crate) fn cost_between(before: &[ProgCounters], after: &[ProgCounters], conn
 }
 
 /// Turns bpf_stats on for as long as it lives, and back to what it was.
-struct StatsOn(String);
+pub(crate) struct StatsOn(String);
 
 impl StatsOn {
-    fn new() -> io::Result<StatsOn> {
+    pub(crate) fn new() -> io::Result<StatsOn> {
         let was = fs::read_to_string(STATS_SWITCH)?;
         fs::write(STATS_SWITCH, "1")?;
         Ok(StatsOn(was.trim().to_string()))
@@ -138,26 +138,13 @@ impl Drop for StatsOn {
     }
 }
 
-/// `runs` loads under each watcher, each after an untraced one, in rounds (watchers interleaved).
-pub(crate) fn bpf_costs(
-    bench: &mut Bench,
-    watchers: &[Watcher],
-    runs: usize,
-) -> io::Result<Vec<(String, Vec<BpfRun>)>> {
-    if watchers.is_empty() || runs == 0 {
-        return Ok(Vec::new());
-    }
-    eprintln!("overhead: BPF time per connection (bpf_stats), {runs} runs each");
-    let _stats = StatsOn::new()?;
-    let load = bench.load(1);
-    let mut rows: Vec<(String, Vec<BpfRun>)> = watchers.iter().map(|w| (w.label(), Vec::new())).collect();
-    for _ in 0..runs {
-        for (watcher, (_, row)) in watchers.iter().zip(rows.iter_mut()) {
-            let untraced = bench.measure(&Watcher::Untraced, load)?;
-            let untraced_ns_per_conn = untraced.load.wall.as_nanos() as f64 / untraced.load.connected.max(1) as f64;
-            let (connected, (before, after)) = bench.measure_bpf(watcher, load)?;
-            row.push(BpfRun { untraced_ns_per_conn, programs: cost_between(&before, &after, connected) });
+/// Entries of the BPF map called `name` that the process holds (0 if it holds none).
+pub(crate) fn map_entries(pid: Pid, name: &str) -> usize {
+    for id in fdinfo_ids(pid, "map_id:") {
+        let Ok(map) = MapHandle::from_map_id(id) else { continue };
+        if map.name() == name {
+            return map.keys().count();
         }
     }
-    Ok(rows)
+    0
 }

@@ -1,4 +1,4 @@
-//! The measurements: interleaved pairs, start-up times, scaling.
+//! The measurements: interleaved pairs, start-up times, BPF time per connection, scaling.
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::process::{ChildStdout, Stdio};
@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::Pid;
 
+use crate::bpf_cost::{cost_between, BpfRun, StatsOn};
 use crate::load::Load;
 use crate::machine::find_in_path;
+use crate::options::{Options, BUSY_SHARE, CONTROL, PAIR_ATTEMPTS, READY_LIMIT, SMALL_RING};
 use crate::watch::{background_share, count_lines, other_processes_cpu, stop, Bench, LibbpfTool, Run, Sub, Watcher};
-use crate::{Options, BUSY_SHARE, CONTROL, PAIR_ATTEMPTS, READY_LIMIT, SMALL_RING};
 
 /// The longest wait for a quiet machine before a pair (see BUSY_SHARE).
 const QUIET_WAIT: Duration = Duration::from_secs(30);
@@ -94,6 +95,7 @@ pub(crate) fn compare(bench: &mut Bench, options: &Options) -> io::Result<Compar
         Watcher::Tcpkit { sub: Sub::TracerStats, ring: None },
         Watcher::Tcpkit { sub: Sub::TracerJson, ring: None },
         Watcher::Tcpkit { sub: Sub::AcceptStats, ring: None },
+        Watcher::Tcpkit { sub: Sub::Metrics, ring: None },
     ];
     if bench.baseline.is_some() {
         watchers.extend([Watcher::Baseline(Sub::Accept), Watcher::Baseline(Sub::Tracer)]);
@@ -205,4 +207,28 @@ pub(crate) fn scale(bench: &mut Bench) -> io::Result<Vec<Pair>> {
         }
     }
     Ok(pairs)
+}
+
+/// `runs` loads under each watcher, each after an untraced one, in rounds (watchers interleaved).
+pub(crate) fn bpf_costs(
+    bench: &mut Bench,
+    watchers: &[Watcher],
+    runs: usize,
+) -> io::Result<Vec<(String, Vec<BpfRun>)>> {
+    if watchers.is_empty() || runs == 0 {
+        return Ok(Vec::new());
+    }
+    eprintln!("overhead: BPF time per connection (bpf_stats), {runs} runs each");
+    let _stats = StatsOn::new()?;
+    let load = bench.load(1);
+    let mut rows: Vec<(String, Vec<BpfRun>)> = watchers.iter().map(|w| (w.label(), Vec::new())).collect();
+    for _ in 0..runs {
+        for (watcher, (_, row)) in watchers.iter().zip(rows.iter_mut()) {
+            let untraced = bench.measure(&Watcher::Untraced, load)?;
+            let untraced_ns_per_conn = untraced.load.wall.as_nanos() as f64 / untraced.load.connected.max(1) as f64;
+            let (connected, (before, after)) = bench.measure_bpf(watcher, load)?;
+            row.push(BpfRun { untraced_ns_per_conn, programs: cost_between(&before, &after, connected) });
+        }
+    }
+    Ok(rows)
 }

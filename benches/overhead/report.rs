@@ -4,11 +4,14 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::bpf_cost::{BpfRun, ProgCost};
+use crate::figures::{median, median_of, quartiles, thousands};
 use crate::load::Shape;
 use crate::machine::Machine;
 use crate::measure::{Comparison, Pair, Startup};
+use crate::options::{Options, BUSY_SHARE, CONTROL, PAIR_ATTEMPTS, SMALL_RING};
+use crate::series::{ManySeries, OneScrape, OPENED as OPENED_FAMILY};
+use crate::soak::Soak;
 use crate::watch::{Run, Sub, Traced, Watcher};
-use crate::{Options, BUSY_SHARE, CONTROL, PAIR_ATTEMPTS, SMALL_RING};
 
 /// Targets for this 2-core machine: issue 5's start-up and memory, issue 14's rates, CPU and BPF time.
 const ACCEPT_RATIO_TARGET: f64 = 0.98;
@@ -28,6 +31,8 @@ pub(crate) struct Report<'a> {
     pub(crate) scaling: Vec<Pair>,
     /// BPF time per connection, per watcher label, one entry per run.
     pub(crate) bpf: Vec<(String, Vec<BpfRun>)>,
+    /// One scrape of many series (--scrape-series), unless skipped.
+    pub(crate) many_series: Option<ManySeries>,
 }
 
 /// A watcher's runs over all rounds, summed up.
@@ -101,6 +106,9 @@ impl Report<'_> {
         t += &self.startup_table();
         if !self.bpf.is_empty() {
             t += &self.bpf_table();
+        }
+        if let Some(many) = &self.many_series {
+            t += &many_series_table(many);
         }
         if !self.scaling.is_empty() {
             t += &self.scaling_table();
@@ -196,7 +204,10 @@ impl Report<'_> {
               Events: sums\nover rounds. CPU µs/ev: the tracer's user+sys per printed event while tracing (ready to \
               stop); all: over its\nwhole life, start-up and exit included. Wake-ups/ev: times the tracer slept and \
               was woken, per printed\nevent. bpftrace and tcpstates print every TCP state change on the machine, tcplife \
-              every end of a\nconnection of this process: their expected counts are not known.\n\n";
+              every end of a\nconnection of this process: their expected counts are not known. tcpkit metrics prints \
+              nothing: its printed\nevents are the accepts it counted (tcpkit_connections_opened_total, \
+              direction=\"in\"), read in one scrape after\nthe load, and its lost what that scrape says it could \
+              not count; its CPU and wake-ups per event are per\nconnection, from ready to just before that scrape.\n\n";
         t
     }
 
@@ -333,6 +344,7 @@ impl Report<'_> {
             Sub::TracerContainer,
             Sub::TracerStats,
             Sub::TracerJson,
+            Sub::Metrics,
         ]
         .into_iter()
         .filter_map(|sub| {
@@ -357,7 +369,7 @@ impl Report<'_> {
         let lost: u64 = rows.iter().map(|(_, s)| s.lost).sum();
         let complete = rows.iter().all(|(_, s)| s.is_tcpkit_complete());
         targets.push(Target {
-            name: "no lost events, default ring (accept and tracer)".into(),
+            name: "no lost events, default ring (all tcpkit rows)".into(),
             measured: if complete { "0 lost, all printed".into() } else { format!("{lost} lost, see complete") },
             met: complete,
         });
@@ -443,13 +455,14 @@ impl Report<'_> {
                     "ns_per_conn": p.ns_per_conn,
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
+            "scrape_many_series": self.many_series.as_ref().map(many_series_json),
             "targets": self.targets().iter().map(|t| json!({ "target": t.name, "measured": t.measured, "met": t.met })).collect::<Vec<_>>(),
         })
     }
 }
 
 /// The soak's samples and totals.
-pub(crate) fn soak_table(machine: &Machine, soak: &crate::soak::Soak) -> String {
+pub(crate) fn soak_table(machine: &Machine, soak: &Soak) -> String {
     let mut t = format!("tcpkit soak\n{}\n", machine_line(machine));
     t += "tcpkit tracer --failed -L -o json into a pipe read by the benchmark, the single-thread loop load back to back:\n";
     t += &format!("  {:>6} {:>9} {:>8} {:>10} {:>8}\n", "t (s)", "RSS (kB)", "owners", "events/s", "µs/ev");
@@ -493,6 +506,70 @@ pub(crate) fn soak_table(machine: &Machine, soak: &crate::soak::Soak) -> String 
         t += &format!("unmatched: {line}\n");
     }
     t
+}
+
+/// One scrape of many series: how many, how long, how much memory.
+fn many_series_table(many: &ManySeries) -> String {
+    let s = &many.scrapes;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let took: Vec<f64> = s.iter().map(|s| ms(s.took)).collect();
+    let cpu = median(s.iter().map(|s| ms(s.cpu)).collect());
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    let [ready, before, after] = many.peak_rss_kb;
+    let last = s.last();
+    let of = |f: fn(&OneScrape) -> usize| thousands(last.map_or(0, f) as u64);
+    let dropped: u64 = s.iter().map(|s| s.dropped).max().unwrap_or(0);
+    let mut t = format!(
+        "a scrape of many series: tcpkit metrics --max-series {}, one connection to each of {} loopback ports (about \
+         {} series asked for)\n",
+        many.max_series,
+        thousands(many.ports as u64),
+        thousands(many.asked as u64)
+    );
+    t += &format!(
+        "  series: {} in the kernel's map; the scrape: {} {OPENED_FAMILY} series, {} sample lines, {} bytes; \
+         {} events dropped\n",
+        thousands(many.kernel_series as u64),
+        of(|s| s.opened_series),
+        of(|s| s.sample_lines),
+        of(|s| s.bytes),
+        dropped
+    );
+    t += &format!(
+        "  GET /metrics, {} times: median {:.1} ms (min {:.1}, max {:.1}), connect to last byte; tcpkit's CPU {:.1} ms \
+         a scrape (median)\n",
+        s.len(),
+        median(took.clone()),
+        took.iter().copied().fold(f64::INFINITY, f64::min),
+        took.iter().copied().fold(0.0, f64::max),
+        cpu
+    );
+    t += &format!(
+        "  tcpkit's peak RSS: {:.1} MB attached, {:.1} MB with the series made, {:.1} MB after the scrapes; {}\n",
+        mb(ready),
+        mb(before),
+        mb(after),
+        many.exit
+    );
+    t + "  (tcpkit labels the first 256 ports it sees and sums the others as port=\"other\"; it reads the listener \
+         every 50 ms,\n  which a scrape's time includes and its CPU does not)\n\n"
+}
+
+fn many_series_json(many: &ManySeries) -> Value {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let [ready, before, after] = many.peak_rss_kb;
+    json!({
+        "series_asked": many.asked, "max_series": many.max_series, "ports": many.ports,
+        "kernel_series": many.kernel_series,
+        "took_ms_median": median(many.scrapes.iter().map(|s| ms(s.took)).collect()),
+        "tcpkit_cpu_ms_median": median(many.scrapes.iter().map(|s| ms(s.cpu)).collect()),
+        "scrapes": many.scrapes.iter().map(|s| json!({
+            "took_ms": ms(s.took), "tcpkit_cpu_ms": ms(s.cpu), "bytes": s.bytes, "sample_lines": s.sample_lines,
+            "opened_series": s.opened_series, "series_dropped": s.dropped,
+        })).collect::<Vec<_>>(),
+        "peak_rss_kb": { "attached": ready, "before_scrapes": before, "after_scrapes": after },
+        "exit": many.exit,
+    })
 }
 
 /// Each program's median over runs (programs are named the same in every run of one watcher).
@@ -590,66 +667,10 @@ pub(crate) fn machine_line(m: &Machine) -> String {
     )
 }
 
-pub(crate) fn progress_line(run: &Run) -> String {
-    let mut line = format!("  {:<32} {:>9} conn/s", run.label, thousands(run.load.rate() as u64));
-    if let Some(t) = &run.traced {
-        line += &format!(
-            ", printed {} of {}, lost {}, {}",
-            thousands(t.printed),
-            t.expected.map_or("?".into(), thousands),
-            t.lost,
-            t.exit
-        );
-    }
-    if run.load.failed > 0 || run.load.gave_up {
-        line += &format!(", {} connects failed{}", run.load.failed, if run.load.gave_up { ", GAVE UP" } else { "" });
-    }
-    line
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
-/// First and third quartiles (medians of the lower and upper halves).
-fn quartiles(mut values: Vec<f64>) -> (f64, f64) {
-    values.sort_by(f64::total_cmp);
-    let half = values.len() / 2;
-    let upper = values.split_off(values.len() - half);
-    values.truncate(half);
-    (median(values), median(upper))
-}
-
-fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
-    let values: Vec<f64> = values.flatten().collect();
-    (!values.is_empty()).then(|| median(values))
-}
-
 fn median_ms(times: &[Duration]) -> f64 {
     median(ms_list(times))
 }
 
 fn ms_list(times: &[Duration]) -> Vec<f64> {
     times.iter().map(|d| d.as_secs_f64() * 1e3).collect()
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

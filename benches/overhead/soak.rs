@@ -4,20 +4,18 @@
 //! per-socket state (entries of its owners map, between two loads, when no connection is open: what is left
 //! there is a leak), the events the load made and tcpkit's CPU per event: all of them should stay flat, and
 //! nothing may be lost.
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, BufRead, BufReader};
 use std::process::{ChildStdout, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use libbpf_rs::query::ProgInfoIter;
-use libbpf_rs::{MapCore, MapHandle};
 use nix::unistd::Pid;
 
-use crate::bpf_cost::fdinfo_ids;
+use crate::bpf_cost::{fdinfo_ids, map_entries};
 use crate::load::run_load;
-use crate::watch::{cpu_time_so_far, status_kb, stop, tcpkit_lost, Bench, Sub};
-use crate::READY_LIMIT;
+use crate::watch::{cpu_time_so_far, start_attached, status_kb, stop, tcpkit_lost, Bench, Sub};
 
 const SLICE: Duration = Duration::from_secs(30);
 
@@ -50,21 +48,12 @@ pub(crate) struct Soak {
 pub(crate) fn soak(bench: &mut Bench, duration: Duration) -> io::Result<Soak> {
     eprintln!("overhead: soak, {} s of tcpkit {}", duration.as_secs(), Sub::TracerSoak.name());
     let err_path = bench.dir.join("soak.err");
-    let mut child =
-        bench.tcpkit_command(Sub::TracerSoak, None).stdout(Stdio::piped()).stderr(File::create(&err_path)?).spawn()?;
+    let mut command = bench.tcpkit_command(Sub::TracerSoak, None);
+    command.stdout(Stdio::piped());
+    // JSON has no header: nothing comes down the pipe before the programs are attached.
+    let (mut child, _) = start_attached(command, &err_path)?;
     let pid = Pid::from_raw(child.id() as i32);
     let counter = count_records(child.stdout.take().expect("stdout is piped"));
-    let deadline = Instant::now() + READY_LIMIT;
-    while !fs::read_to_string(&err_path)?.lines().any(|l| l.starts_with("tcpkit: using the ")) {
-        if Instant::now() >= deadline || child.try_wait()?.is_some() {
-            let _ = child.kill();
-            return Err(io::Error::other(format!(
-                "the soak's tcpkit never got ready: {}",
-                fs::read_to_string(&err_path)?
-            )));
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
     let load = bench.load(1);
     let started = Instant::now();
     let mut samples = vec![sample(pid, started, 0, Duration::ZERO, Duration::ZERO)];
@@ -235,15 +224,4 @@ fn skipped_runs(pid: Pid) -> Vec<(String, u64)> {
         .filter(|p| ids.contains(&p.id))
         .map(|p| (p.name.to_string_lossy().into_owned(), p.recursion_misses))
         .collect()
-}
-
-/// Entries of the BPF map called `name` that the process holds (0 if it holds none).
-fn map_entries(pid: Pid, name: &str) -> usize {
-    for id in fdinfo_ids(pid, "map_id:") {
-        let Ok(map) = MapHandle::from_map_id(id) else { continue };
-        if map.name() == name {
-            return map.keys().count();
-        }
-    }
-    0
 }

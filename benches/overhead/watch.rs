@@ -1,8 +1,10 @@
-//! What watches the load: nothing, tcpkit or bpftrace, as a child process printing into a file.
+//! What watches the load: nothing, tcpkit or bpftrace, as a child process printing into a file; or
+//! `tcpkit metrics`, which prints nothing and is scraped once at the end.
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -11,15 +13,23 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::bpf_cost::{counters_of, ProgCounters};
+use crate::figures::thousands;
 use crate::load::{run_load, Load, LoadResult, Shape};
-use crate::report::progress_line;
-use crate::{Options, READY_LIMIT};
+use crate::options::{Options, READY_LIMIT};
+use crate::scrape;
 
 /// Limits on waiting for a tracer: to finish printing, to exit after SIGINT.
 const PRINT_LIMIT: Duration = Duration::from_secs(10);
 const EXIT_LIMIT: Duration = Duration::from_secs(10);
 /// Output that has not grown for this long is complete: three times tcpkit's 100 ms flush interval.
 const QUIET: Duration = Duration::from_millis(300);
+/// What tcpkit --debug says on stderr once its programs are attached: ready, when no header says so.
+const READY_LINE: &str = "tcpkit: using the ";
+/// Where `tcpkit metrics` listens: loopback, a port the kernel picks (its stderr says which).
+const METRICS_LISTEN: &str = "127.0.0.1:0";
+/// The family whose direction="in" samples count the accepts, and the two that count what was not counted.
+const OPENED: &str = "tcpkit_connections_opened_total";
+const NOT_COUNTED: [&str; 2] = ["tcpkit_events_lost_total", "tcpkit_series_dropped_total"];
 /// bpftrace, the reference peer: one line per state change of any TCP socket, as design.md §7 measured it.
 /// BEGIN runs once every probe is attached, so its line says that bpftrace is ready; events start with "E ".
 const BPFTRACE_PROGRAM: &str = r#"BEGIN { printf("ready\n"); }
@@ -65,6 +75,10 @@ pub(crate) enum Sub {
     TracerJson,
     /// `tcpkit tracer --failed -L -o json` (--debug for its ready line): the soak's tracer, everything on.
     TracerSoak,
+    /// `tcpkit metrics`: the tracer's hooks with --failed, -L and -S on, each event counted in a kernel map
+    /// instead of sent through the ring; user space reads the map when scraped, once, after the load.
+    /// --debug for its ready line; it listens on a port of its choosing on loopback (METRICS_LISTEN).
+    Metrics,
 }
 
 impl Sub {
@@ -78,12 +92,14 @@ impl Sub {
             Sub::AcceptStats => "accept -S",
             Sub::TracerJson => "tracer -o json --debug",
             Sub::TracerSoak => "tracer --failed -L -o json --debug",
+            Sub::Metrics => "metrics --debug",
         }
     }
 
     /// The subcommand and its flags, as tcpkit takes them.
     fn args(self) -> impl Iterator<Item = &'static str> {
-        self.name().split(' ')
+        let listen: &[&str] = if self == Sub::Metrics { &["--listen", METRICS_LISTEN] } else { &[] };
+        self.name().split(' ').chain(listen.iter().copied())
     }
 
     /// Lines before the first event: accept prints a header, tracer a banner and a header.
@@ -91,16 +107,17 @@ impl Sub {
         match self {
             Sub::Accept | Sub::AcceptStats => 1,
             Sub::Tracer | Sub::TracerFailedLifespan | Sub::TracerContainer | Sub::TracerStats => 2,
-            Sub::TracerJson | Sub::TracerSoak => 0,
+            Sub::TracerJson | Sub::TracerSoak | Sub::Metrics => 0,
         }
     }
 
     /// Events the load makes tcpkit print. Every accept is one; tracer adds a connect and a close for every
     /// client end that connected, and a close for every accepted server end (a connection the kernel dropped
-    /// from a full queue has no server end, hence connects and accepts counted apart).
+    /// from a full queue has no server end, hence connects and accepts counted apart). metrics prints none:
+    /// what is compared is the accepts it counted (OutputKind::Metrics).
     pub(crate) fn expected_events(self, load: &LoadResult) -> u64 {
         match self {
-            Sub::Accept | Sub::AcceptStats => load.accepted,
+            Sub::Accept | Sub::AcceptStats | Sub::Metrics => load.accepted,
             Sub::Tracer
             | Sub::TracerFailedLifespan
             | Sub::TracerContainer
@@ -151,30 +168,44 @@ struct Session {
     kind: OutputKind,
     cpu_at_ready: Duration,
     switches_at_ready: u64,
+    /// Where `tcpkit metrics` serves.
+    metrics_at: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug)]
 enum OutputKind {
     Tcpkit(Sub),
+    /// `tcpkit metrics`: its "output" is the body of one scrape.
+    Metrics,
     Bpftrace,
     /// A header line, which stdio holds back in a file until exit: ready is read from its descriptors.
     Libbpf,
 }
 
 impl OutputKind {
+    fn of(sub: Sub) -> OutputKind {
+        if sub == Sub::Metrics {
+            OutputKind::Metrics
+        } else {
+            OutputKind::Tcpkit(sub)
+        }
+    }
+
     fn is_ready(self, text: &str, stderr: &str, pid: Pid) -> bool {
         match self {
             OutputKind::Libbpf => attached_and_reading(pid),
-            OutputKind::Tcpkit(sub) if sub.header_lines() == 0 => {
-                stderr.lines().any(|l| l.starts_with("tcpkit: using the "))
-            }
-            OutputKind::Tcpkit(sub) => count_lines(text.as_bytes()) >= sub.header_lines(),
+            OutputKind::Tcpkit(sub) if sub.header_lines() > 0 => count_lines(text.as_bytes()) >= sub.header_lines(),
+            // --debug's line, once the programs are attached: JSON has no header, metrics prints nothing.
+            OutputKind::Tcpkit(_) | OutputKind::Metrics => stderr.lines().any(|l| l.starts_with(READY_LINE)),
             OutputKind::Bpftrace => text.lines().any(|l| l == "ready"),
         }
     }
 
+    /// Events in the output; for metrics, the accepts counted in the scrape's body, over every workload
+    /// and port (-p keeps other processes' out).
     fn events(self, text: &str) -> u64 {
         match self {
+            OutputKind::Metrics => scrape::sum(text, OPENED, &["direction=\"in\""]),
             // JSON's records of losses are not events.
             OutputKind::Tcpkit(sub) if sub.header_lines() == 0 => {
                 text.lines().filter(|l| !l.starts_with("{\"type\":\"lost\"")).count() as u64
@@ -189,6 +220,7 @@ impl OutputKind {
     fn lost(self, stdout: &str, stderr: &str) -> u64 {
         match self {
             OutputKind::Tcpkit(_) => tcpkit_lost(stderr),
+            OutputKind::Metrics => NOT_COUNTED.iter().map(|name| scrape::sum(stdout, name, &[])).sum(),
             OutputKind::Bpftrace => {
                 stdout.lines().chain(stderr.lines()).filter_map(|l| number_between(l, "Lost ", " events")).sum()
             }
@@ -364,15 +396,15 @@ impl Bench {
         Ok(match watcher {
             Watcher::Untraced => None,
             Watcher::Tcpkit { sub, ring } => {
-                Some(self.start(self.tcpkit_command(*sub, *ring), &name, OutputKind::Tcpkit(*sub))?)
+                Some(self.start(self.tcpkit_command(*sub, *ring), &name, OutputKind::of(*sub))?)
             }
             Watcher::Baseline(sub) => {
                 let binary = self.baseline.as_deref().expect("a baseline row only with --baseline");
-                Some(self.start(Self::command_of(binary, *sub, None), &name, OutputKind::Tcpkit(*sub))?)
+                Some(self.start(Self::command_of(binary, *sub, None), &name, OutputKind::of(*sub))?)
             }
             Watcher::Floor(sub) => {
                 let binary = self.floor.as_deref().expect("a floor row only with --floor");
-                Some(self.start(Self::command_of(binary, *sub, None), &name, OutputKind::Tcpkit(*sub))?)
+                Some(self.start(Self::command_of(binary, *sub, None), &name, OutputKind::of(*sub))?)
             }
             Watcher::Bpftrace(path) => {
                 let mut command = Command::new(path);
@@ -399,9 +431,15 @@ impl Bench {
         let deadline = Instant::now() + READY_LIMIT;
         loop {
             let read = |path: &Path| fs::read_to_string(path).unwrap_or_default();
-            if kind.is_ready(&read(&out), &read(&err), pid) {
+            let stderr = read(&err);
+            if kind.is_ready(&read(&out), &stderr, pid) {
                 let (cpu_at_ready, switches_at_ready) = (cpu_time_so_far(pid), voluntary_switches(pid));
-                return Ok(Session { pid, out, err, kind, cpu_at_ready, switches_at_ready });
+                let metrics_at = scrape::served_at(&stderr);
+                if matches!(kind, OutputKind::Metrics) && metrics_at.is_none() {
+                    stop(pid)?;
+                    return Err(io::Error::other(format!("{name} did not say where it serves: {}", stderr.trim())));
+                }
+                return Ok(Session { pid, out, err, kind, cpu_at_ready, switches_at_ready, metrics_at });
             }
             if let Some(status) = child.try_wait()? {
                 let stderr = fs::read_to_string(&err).unwrap_or_default();
@@ -421,18 +459,31 @@ impl Bench {
 }
 
 impl Session {
-    /// Waits until the output is complete, then stops the tracer and collects what it did.
+    /// Waits until the output is complete, then stops the tracer and collects what it did. `tcpkit metrics`
+    /// has counted everything by the time the load returns (in the kernel, as it happened): it is scraped
+    /// once, after its CPU and wake-ups are read, so that those are what it cost between scrapes.
     fn finish(self, expected: Option<u64>) -> io::Result<Traced> {
         let target_lines = match (self.kind, expected) {
             (OutputKind::Tcpkit(sub), Some(n)) => Some(n + sub.header_lines()),
             _ => None,
         };
-        wait_for_output(&self.out, target_lines)?;
-        let peak_rss_kb = status_kb(self.pid, "VmHWM:");
+        if !matches!(self.kind, OutputKind::Metrics) {
+            wait_for_output(&self.out, target_lines)?;
+        }
         let cpu_before_stop = cpu_time_so_far(self.pid);
         let switches_before_stop = voluntary_switches(self.pid);
+        let scraped = self.metrics_at.map(scrape::get_metrics);
+        let peak_rss_kb = status_kb(self.pid, "VmHWM:");
         let exit = stop(self.pid)?;
-        let stdout = fs::read_to_string(&self.out)?;
+        let stdout = match scraped {
+            None => fs::read_to_string(&self.out)?,
+            Some(Ok(exposition)) => exposition.body,
+            // Counted as nothing: the row says MISSING, and this says why.
+            Some(Err(e)) => {
+                eprintln!("overhead: scraping tcpkit metrics failed: {e}");
+                String::new()
+            }
+        };
         let stderr = fs::read_to_string(&self.err)?;
         Ok(Traced {
             expected,
@@ -445,6 +496,25 @@ impl Session {
             exited_ok: exit.success(),
             exit: exit.describe(),
         })
+    }
+}
+
+/// Starts `command` with its stderr in `err` and waits until tcpkit says there that its programs are attached
+/// (--debug's "using the ... backend" line). Returns the child and its stderr so far.
+pub(crate) fn start_attached(mut command: Command, err: &Path) -> io::Result<(Child, String)> {
+    let mut child = command.stderr(File::create(err)?).spawn()?;
+    let deadline = Instant::now() + READY_LIMIT;
+    loop {
+        let stderr = fs::read_to_string(err)?;
+        if stderr.lines().any(|l| l.starts_with(READY_LINE)) {
+            return Ok((child, stderr));
+        }
+        if Instant::now() >= deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other(format!("tcpkit never got ready: {}", stderr.trim())));
+        }
+        thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -593,4 +663,22 @@ pub(crate) fn background_share(before: &[(i32, u64)], after: &[(i32, u64)], wall
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let cpus = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     ticks as f64 / per_second / (wall.as_secs_f64().max(1e-3) * cpus)
+}
+
+/// What one run did, as a line of progress on stderr.
+fn progress_line(run: &Run) -> String {
+    let mut line = format!("  {:<32} {:>9} conn/s", run.label, thousands(run.load.rate() as u64));
+    if let Some(t) = &run.traced {
+        line += &format!(
+            ", printed {} of {}, lost {}, {}",
+            thousands(t.printed),
+            t.expected.map_or("?".into(), thousands),
+            t.lost,
+            t.exit
+        );
+    }
+    if run.load.failed > 0 || run.load.gave_up {
+        line += &format!(", {} connects failed{}", run.load.failed, if run.load.gave_up { ", GAVE UP" } else { "" });
+    }
+    line
 }
