@@ -6,16 +6,8 @@ use crate::error::{Context, Error, Result};
 use crate::exporter::Exporter;
 use crate::http::Server;
 use crate::layout::Layout;
-use crate::session::{self, Features, Plan};
+use crate::session::{self, Features};
 use crate::skel::metrics::MetricsSkelBuilder;
-
-const PLAN: Plan = Plan {
-    ports_either_end: true,
-    // As the tracer's: state changes first, so that every accept counted has an owner for its close.
-    attach_first: &["inet_sock_set_state", "nested_state_change"],
-    attach_last: &["tp_sys_exit_connect", "tp_sys_enter_connect"],
-    owners_always: true,
-};
 
 pub fn run(args: &MetricsArgs) -> Result<()> {
     if args.run.count.is_some() {
@@ -30,7 +22,7 @@ pub fn run(args: &MetricsArgs) -> Result<()> {
     let mut filter = args.filter.clone();
     let ports = filter.ports.take();
     let features = Features { failed: true, lifespan: true, stats: true, cgroups: true, series: args.max_series };
-    session::run::<MetricsSkelBuilder, _>(&filter, &args.run, &PLAN, features, |backend, object| {
+    session::run::<MetricsSkelBuilder, _>(&filter, &args.run, &crate::tracer::PLAN, features, |backend, object| {
         let map = MapHandle::try_from(&session::map(object, "series")?).context(|| "opening the series map".into())?;
         let exporter = Exporter::new(server, map, &args.filter.host_root, ports, args.forget_after, backend.name());
         Ok(Layout::Metrics(Box::new(exporter)))

@@ -7,7 +7,8 @@ use crate::session::{self, Features, Plan};
 use crate::skel::tracer::TracerSkelBuilder;
 use crate::text::{TracerColumns, TracerText};
 
-const PLAN: Plan = Plan {
+/// The tracer's object's plan; `tcpkit metrics` loads the same programs (metrics.bpf.c is this object).
+pub const PLAN: Plan = Plan {
     ports_either_end: true,
     // State changes first: an accept reported before them would have no owner for its close.
     attach_first: &["inet_sock_set_state", "nested_state_change"],

@@ -12,17 +12,9 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use common::metrics::*;
-use common::node::{Cri, HostRoot, POD_UID};
+use common::node::{Cri, HostRoot};
 use common::*;
 use nix::sys::signal::Signal;
-
-/// A pod's container cgroup below `base`, for container `id`, as containerd's systemd driver names it.
-fn pod_cgroup(base: &Cgroup, id: &str) -> Cgroup {
-    let uid_ = POD_UID.replace('-', "_");
-    base.child(&format!(
-        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{id}.scope"
-    ))
-}
 
 #[test]
 fn a_known_workload_is_counted_exactly_under_its_pods_names() {

@@ -5,7 +5,7 @@
 mod common;
 
 use common::metrics::*;
-use common::node::{Cri, HostRoot, POD_UID};
+use common::node::{Cri, HostRoot};
 use common::*;
 use nix::sys::signal::Signal;
 
@@ -27,10 +27,7 @@ fn prometheus_stores_exactly_what_a_known_workload_did_under_its_pods_names() {
     let id = "7a".repeat(32);
     root.cri_spec(Cri::Containerd, &id, "shop", "web-0", Some("api"));
     let base = Cgroup::new();
-    let uid_ = POD_UID.replace('-', "_");
-    let pod = base.child(&format!(
-        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{id}.scope"
-    ));
+    let pod = pod_cgroup(&base, &id);
     let base_path = base.path().to_str().unwrap().to_string();
     let (tcpkit, port) = start_metrics(&["--host-root", root.path(), "--cgroup", &base_path]);
     let prom = Prometheus::start(&format!("127.0.0.1:{port}"));

@@ -5,6 +5,7 @@ use std::net::TcpStream;
 
 use nix::sys::signal::Signal;
 
+use super::node::POD_UID;
 use super::*;
 
 /// `tcpkit metrics --listen 127.0.0.1:0 ARGS`, once attached, and the port it serves on (from its stderr).
@@ -60,6 +61,14 @@ pub fn scrape(port: u16) -> String {
 pub fn sample(body: &str, name: &str, labels: &str) -> Option<f64> {
     let prefix = if labels.is_empty() { format!("{name} ") } else { format!("{name}{{{labels}}} ") };
     body.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.parse().expect("a sample value"))
+}
+
+/// A pod's container cgroup below `base`, for container `id`, as containerd's systemd driver names it.
+pub fn pod_cgroup(base: &Cgroup, id: &str) -> Cgroup {
+    let uid_ = POD_UID.replace('-', "_");
+    base.child(&format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{id}.scope"
+    ))
 }
 
 /// The workload labels of the known workload's pod, as every series carries them.
